@@ -1,0 +1,510 @@
+//! `flowrun`: create data flows, run them, read their history, and drive the scheduler.
+
+mod output;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::anyhow;
+use clap::{Args, Parser, Subcommand};
+use flowrun_app::{App, AppError, DEFAULT_DATABASE_URL, MigratePolicy, Settings, builtin_registry};
+use flowrun_domain::{
+    CreateDataFlowError, DataFlow, ExecuteError, FlowName, FlowRegistry, NewDataFlow, RunFilter, RunId,
+    RunInterval, RunStatus,
+};
+use serde_json::{Map, Value};
+
+use crate::output::{Style, flow_json, heartbeat_json, print_json, run_json};
+
+/// Run data flows and keep an exact record of every execution.
+#[derive(Debug, Parser)]
+#[command(name = "flowrun", version, about, propagate_version = true)]
+struct Cli {
+    /// Database URL: sqlite://FILE, postgres://… or mysql://…
+    #[arg(long, global = true, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+    database_url: String,
+
+    /// Show detail on errors and log progress to stderr.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply database migrations (idempotent).
+    Migrate,
+    /// Create, list, show, enable, disable or delete data flows.
+    #[command(subcommand)]
+    Flow(FlowCommand),
+    /// Execute a data flow now and record the run.
+    Run {
+        /// The flow's name.
+        name: String,
+        /// Print the recorded run as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List recorded runs, newest first; `runs show ID` for one run, `runs reap` to close abandoned ones.
+    Runs(RunsArgs),
+    /// Run one scheduler cycle: every due flow once.
+    Heartbeat {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the registered flow classes.
+    Classes {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FlowCommand {
+    /// Create a data flow.
+    Create {
+        /// Unique name.
+        name: String,
+        /// The flow class (see `flowrun classes`).
+        #[arg(long = "class")]
+        class: String,
+        /// The class's settings, as a JSON object.
+        #[arg(long)]
+        config: Option<String>,
+        /// Seconds between scheduled runs.
+        #[arg(long, default_value_t = RunInterval::DEFAULT.as_secs(), allow_negative_numbers = true)]
+        interval: i64,
+        /// Free text.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Create it disabled (the scheduler skips it).
+        #[arg(long)]
+        disabled: bool,
+        /// Print the created flow as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List data flows.
+    List {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one data flow.
+    Show {
+        /// The flow's name.
+        name: String,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let the scheduler run a flow.
+    Enable {
+        /// The flow's name.
+        name: String,
+        /// Print the flow as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the scheduler from running a flow.
+    Disable {
+        /// The flow's name.
+        name: String,
+        /// Print the flow as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a flow and its runs.
+    Delete {
+        /// The flow's name.
+        name: String,
+        /// Print `{"deleted": name}` as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct RunsArgs {
+    #[command(subcommand)]
+    command: Option<RunsCommand>,
+    /// Only this flow's runs.
+    #[arg(long)]
+    flow: Option<String>,
+    /// Only runs in this status: pending, in_progress, success, failed.
+    #[arg(long)]
+    status: Option<String>,
+    /// At most this many runs.
+    #[arg(long, default_value_t = 20)]
+    limit: u64,
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum RunsCommand {
+    /// Show one run with its full error and backtrace.
+    Show {
+        /// The run id.
+        id: i64,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Close runs whose lease expired (their process died) as failed.
+    Reap {
+        /// Print `{"reaped": n}` as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How a command ended, mapped to the contract's exit codes.
+#[derive(Debug)]
+enum Failure {
+    /// 1: the flow ran and failed; the run is recorded.
+    FlowFailed(String),
+    /// 2: bad usage or input.
+    Usage(String),
+    /// 3: database or other infrastructure error.
+    Infra(anyhow::Error),
+    /// 4: a live run holds the flow.
+    AlreadyRunning(String),
+}
+
+impl Failure {
+    fn code(&self) -> u8 {
+        match self {
+            Self::FlowFailed(_) => 1,
+            Self::Usage(_) => 2,
+            Self::Infra(_) => 3,
+            Self::AlreadyRunning(_) => 4,
+        }
+    }
+}
+
+impl From<flowrun_domain::RepositoryError> for Failure {
+    fn from(error: flowrun_domain::RepositoryError) -> Self {
+        Self::Infra(error.into())
+    }
+}
+
+type Outcome = Result<(), Failure>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(3);
+        }
+    };
+    let verbose = cli.verbose;
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            let style = Style::stderr();
+            match &failure {
+                Failure::FlowFailed(message) | Failure::Usage(message) | Failure::AlreadyRunning(message) => {
+                    eprintln!("{} {message}", style.error("error:"));
+                }
+                Failure::Infra(error) => {
+                    eprintln!("{} {error}", style.error("error:"));
+                    if verbose {
+                        for cause in error.chain().skip(1) {
+                            eprintln!("  caused by: {cause}");
+                        }
+                    }
+                }
+            }
+            ExitCode::from(failure.code())
+        }
+    }
+}
+
+fn init_logging(verbose: bool) {
+    let default = if verbose { "info" } else { "off" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+async fn open(database_url: &str, policy: MigratePolicy) -> Result<App, Failure> {
+    let settings = Settings::new(database_url)
+        .with_lease_from_env()
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    App::open(&settings, builtin_registry(), policy).await.map_err(|error| match error {
+        AppError::InvalidSetting { .. } => Failure::Usage(error.to_string()),
+        AppError::Connect(flowrun_app::ConnectError::UnsupportedUrl { .. }) => Failure::Usage(error.to_string()),
+        AppError::NotMigrated { .. } => Failure::Infra(anyhow!(error)),
+        other => Failure::Infra(anyhow!("{other}\n  hint: check that the database server is running and that --database-url / DATABASE_URL is right")),
+    })
+}
+
+async fn dispatch(cli: Cli) -> Outcome {
+    let url = cli.database_url;
+    match cli.command {
+        Command::Migrate => {
+            let app = open(&url, MigratePolicy::Always).await?;
+            println!("{} is migrated", app.masked_url());
+            Ok(())
+        }
+        Command::Classes { json } => {
+            // Needs no database.
+            let names = builtin_registry().class_names();
+            if json {
+                print_json(&Value::from(names));
+            } else {
+                for name in names {
+                    println!("{name}");
+                }
+            }
+            Ok(())
+        }
+        Command::Flow(command) => {
+            let app = open(&url, MigratePolicy::SqliteOnly).await?;
+            flow_command(&app, command).await
+        }
+        Command::Run { name, json } => {
+            let app = open(&url, MigratePolicy::SqliteOnly).await?;
+            run_command(&app, &name, json).await
+        }
+        Command::Runs(args) => {
+            let app = open(&url, MigratePolicy::SqliteOnly).await?;
+            runs_command(&app, args).await
+        }
+        Command::Heartbeat { json } => {
+            let app = open(&url, MigratePolicy::SqliteOnly).await?;
+            let report = app.scheduler.run_cycle().await.map_err(|e| Failure::Infra(e.into()))?;
+            if json {
+                print_json(&heartbeat_json(&report));
+            } else {
+                println!(
+                    "{} due, {} triggered, {} failed{}",
+                    report.flows_due,
+                    report.flows_triggered,
+                    report.flows_failed,
+                    if report.runs_reaped > 0 { format!(", {} abandoned runs closed", report.runs_reaped) } else { String::new() }
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn find_flow(app: &App, name: &str) -> Result<DataFlow, Failure> {
+    app.flows
+        .find_by_name(name.trim())
+        .await?
+        .ok_or_else(|| Failure::Usage(format!("no data flow named `{name}` (see `flowrun flow list`)")))
+}
+
+/// Builds the configuration from `--class` and `--config`: the object with `class_name` set.
+fn configuration(class: &str, config: Option<&str>, registry: &dyn FlowRegistry) -> Result<Value, Failure> {
+    let known = registry.class_names();
+    if !known.iter().any(|k| k == class) {
+        return Err(Failure::Usage(format!("unknown flow class `{class}` (registered: {})", known.join(", "))));
+    }
+    let mut object = match config {
+        None => Map::new(),
+        Some(text) => match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(object)) => object,
+            Ok(other) => {
+                return Err(Failure::Usage(format!(
+                    "--config must be a JSON object, got {}",
+                    output::json_kind(&other)
+                )));
+            }
+            Err(error) => return Err(Failure::Usage(format!("--config is not valid JSON: {error}"))),
+        },
+    };
+    match object.get("class_name") {
+        Some(Value::String(given)) if given != class => {
+            return Err(Failure::Usage(format!(
+                "--config names class `{given}` but --class is `{class}`; give the class once"
+            )));
+        }
+        _ => {}
+    }
+    object.insert("class_name".to_owned(), Value::String(class.to_owned()));
+    // Let the class refuse bad settings now rather than at the first run.
+    registry
+        .build(class, &Value::Object(object.clone()))
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    Ok(Value::Object(object))
+}
+
+async fn flow_command(app: &App, command: FlowCommand) -> Outcome {
+    let style = Style::stdout();
+    match command {
+        FlowCommand::Create { name, class, config, interval, description, disabled, json } => {
+            let name = FlowName::parse(&name).map_err(|e| Failure::Usage(e.to_string()))?;
+            let interval = RunInterval::from_secs(interval).map_err(|e| Failure::Usage(e.to_string()))?;
+            let configuration = configuration(&class, config.as_deref(), app.executor.registry())?;
+            let new = NewDataFlow::new(name, description, !disabled, configuration, interval)
+                .map_err(|e| Failure::Usage(e.to_string()))?;
+            let flow = app.flows.create(new, app.clock.now()).await.map_err(|error| match error {
+                CreateDataFlowError::Duplicate(_) => Failure::Usage(error.to_string()),
+                CreateDataFlowError::Repository(e) => e.into(),
+            })?;
+            if json {
+                print_json(&flow_json(&flow));
+            } else {
+                println!("created data flow {} (id {})", style.bold(flow.name.as_str()), flow.id);
+            }
+            Ok(())
+        }
+        FlowCommand::List { json } => {
+            let flows = app.flows.list().await?;
+            if json {
+                print_json(&Value::Array(flows.iter().map(flow_json).collect()));
+            } else {
+                output::print_flows(&flows, app.clock.now(), &style);
+            }
+            Ok(())
+        }
+        FlowCommand::Show { name, json } => {
+            let flow = find_flow(app, &name).await?;
+            if json {
+                print_json(&flow_json(&flow));
+            } else {
+                output::print_flow(&flow, app.clock.now(), &style);
+            }
+            Ok(())
+        }
+        FlowCommand::Enable { name, json } => set_enabled(app, &name, true, json).await,
+        FlowCommand::Disable { name, json } => set_enabled(app, &name, false, json).await,
+        FlowCommand::Delete { name, json } => {
+            let flow = find_flow(app, &name).await?;
+            app.flows.delete(flow.name.as_str()).await?;
+            if json {
+                print_json(&serde_json::json!({ "deleted": flow.name.as_str() }));
+            } else {
+                println!("deleted data flow {} and its runs", style.bold(flow.name.as_str()));
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn set_enabled(app: &App, name: &str, enabled: bool, json: bool) -> Outcome {
+    let flow = find_flow(app, name).await?;
+    let flow = app
+        .flows
+        .set_enabled(flow.name.as_str(), enabled, app.clock.now())
+        .await?
+        .ok_or_else(|| Failure::Usage(format!("no data flow named `{name}`")))?;
+    if json {
+        print_json(&flow_json(&flow));
+    } else {
+        println!("{} is {}", flow.name, if enabled { "enabled" } else { "disabled" });
+    }
+    Ok(())
+}
+
+async fn run_command(app: &App, name: &str, json: bool) -> Outcome {
+    let flow = find_flow(app, name).await?;
+    let spinner = (!json && std::io::stderr().is_terminal()).then(|| output::Spinner::start(flow.name.to_string()));
+    let started = Instant::now();
+    let result = app.executor.execute(&flow).await;
+    if let Some(spinner) = spinner {
+        spinner.stop().await;
+    }
+    let style = Style::stdout();
+    match result {
+        Ok(run) => {
+            if json {
+                print_json(&run_json(&run, flow.name.as_str()));
+            } else {
+                println!(
+                    "{} run {} of {} in {}",
+                    style.status(RunStatus::Success),
+                    run.id,
+                    flow.name,
+                    output::human_duration(run.duration().unwrap_or_default())
+                );
+            }
+            Ok(())
+        }
+        Err(ExecuteError::Failed { run, failure }) => {
+            if json {
+                print_json(&run_json(&run, flow.name.as_str()));
+            }
+            Err(Failure::FlowFailed(format!(
+                "run {} of {} failed after {}: {failure} (details: flowrun runs show {})",
+                run.id,
+                flow.name,
+                output::human_duration(chrono::Duration::from_std(started.elapsed()).unwrap_or_default()),
+                run.id
+            )))
+        }
+        Err(error @ ExecuteError::AlreadyRunning { .. }) => Err(Failure::AlreadyRunning(error.to_string())),
+        Err(error) => {
+            let run = error.run_id().map(|id| format!(" (run {id})")).unwrap_or_default();
+            Err(Failure::Infra(anyhow!("{error}{run}")))
+        }
+    }
+}
+
+async fn runs_command(app: &App, args: RunsArgs) -> Outcome {
+    let style = Style::stdout();
+    match args.command {
+        Some(RunsCommand::Show { id, json }) => {
+            let record = app
+                .runs
+                .find_run(RunId(id))
+                .await?
+                .ok_or_else(|| Failure::Usage(format!("no run with id {id} (see `flowrun runs`)")))?;
+            if json {
+                print_json(&run_json(&record.run, &record.flow_name));
+            } else {
+                output::print_run(&record, app.clock.now(), &style);
+            }
+            Ok(())
+        }
+        Some(RunsCommand::Reap { json }) => {
+            let reaped = app.scheduler.reap().await?;
+            if json {
+                print_json(&serde_json::json!({ "reaped": reaped }));
+            } else {
+                println!("closed {reaped} abandoned run{}", if reaped == 1 { "" } else { "s" });
+            }
+            Ok(())
+        }
+        None => {
+            let status = args
+                .status
+                .as_deref()
+                .map(str::parse::<RunStatus>)
+                .transpose()
+                .map_err(|e| Failure::Usage(e.to_string()))?;
+            let data_flow_id = match args.flow.as_deref() {
+                Some(name) => Some(find_flow(app, name).await?.id),
+                None => None,
+            };
+            let records = app
+                .runs
+                .list_runs(RunFilter { data_flow_id, status, limit: args.limit })
+                .await?;
+            if args.json {
+                print_json(&Value::Array(records.iter().map(|r| run_json(&r.run, &r.flow_name)).collect()));
+            } else {
+                output::print_runs(&records, app.clock.now(), &style);
+            }
+            Ok(())
+        }
+    }
+}

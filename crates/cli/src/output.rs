@@ -1,0 +1,370 @@
+//! Human and JSON output: aligned tables, status words, durations and relative times, a spinner.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration as StdDuration;
+
+use chrono::{DateTime, Duration, Utc};
+use flowrun_domain::{DataFlow, DataFlowRun, HeartbeatReport, RunRecord, RunStatus};
+use serde_json::{Value, json};
+
+/// Prints one JSON document on stdout.
+pub fn print_json(value: &Value) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(error) => eprintln!("error: cannot print JSON: {error}"),
+    }
+}
+
+fn timestamp(at: Option<DateTime<Utc>>) -> Value {
+    at.map_or(Value::Null, |at| Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)))
+}
+
+/// The contract's flow shape.
+pub fn flow_json(flow: &DataFlow) -> Value {
+    json!({
+        "id": flow.id.0,
+        "name": flow.name.as_str(),
+        "description": flow.description,
+        "enabled": flow.enabled,
+        "class_name": flow.flow_class().ok(),
+        "configuration": flow.configuration,
+        "run_interval_secs": flow.run_interval.as_secs(),
+        "last_run_at": timestamp(flow.last_run_at),
+        "last_run_status": flow.last_run_status.map(|s| s.as_str()),
+        "created_at": timestamp(Some(flow.created_at)),
+        "updated_at": timestamp(Some(flow.updated_at)),
+    })
+}
+
+/// The contract's run shape.
+pub fn run_json(run: &DataFlowRun, flow_name: &str) -> Value {
+    json!({
+        "id": run.id.0,
+        "data_flow_id": run.data_flow_id.0,
+        "flow_name": flow_name,
+        "status": run.status.as_str(),
+        "started_at": timestamp(Some(run.started_at)),
+        "ended_at": timestamp(run.ended_at),
+        "duration_ms": run.duration().map(|d| d.num_milliseconds()),
+        "error_message": run.error_message,
+        "error_backtrace": run.error_backtrace,
+    })
+}
+
+/// The contract's heartbeat shape.
+pub fn heartbeat_json(report: &HeartbeatReport) -> Value {
+    json!({
+        "flows_due": report.flows_due,
+        "flows_triggered": report.flows_triggered,
+        "flows_failed": report.flows_failed,
+        "timestamp": timestamp(Some(report.timestamp)),
+    })
+}
+
+/// What kind of JSON value this is, for error messages.
+pub fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Colour on a terminal only, and never with `NO_COLOR` set.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    colour: bool,
+}
+
+impl Style {
+    fn new(terminal: bool) -> Self {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Self { colour: terminal && !no_color }
+    }
+
+    /// For text on stdout.
+    pub fn stdout() -> Self {
+        Self::new(std::io::stdout().is_terminal())
+    }
+
+    /// For text on stderr.
+    pub fn stderr() -> Self {
+        Self::new(std::io::stderr().is_terminal())
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.colour {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+
+    /// Bold text.
+    pub fn bold(&self, text: &str) -> String {
+        self.paint("1", text)
+    }
+
+    /// Red bold text for errors.
+    pub fn error(&self, text: &str) -> String {
+        self.paint("1;31", text)
+    }
+
+    /// A run status as a word, coloured by meaning.
+    pub fn status(&self, status: RunStatus) -> String {
+        let code = match status {
+            RunStatus::Success => "32",
+            RunStatus::Failed => "31",
+            RunStatus::InProgress => "33",
+            RunStatus::Pending => "2",
+        };
+        self.paint(code, status.as_str())
+    }
+
+    fn dim(&self, text: &str) -> String {
+        self.paint("2", text)
+    }
+}
+
+/// `1.2s`, `340ms`, `3m 05s`, `2h 10m`.
+pub fn human_duration(duration: Duration) -> String {
+    let ms = duration.num_milliseconds().max(0);
+    match ms {
+        0..=999 => format!("{ms}ms"),
+        1_000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..=3_599_999 => format!("{}m {:02}s", ms / 60_000, (ms / 1000) % 60),
+        _ => format!("{}h {:02}m", ms / 3_600_000, (ms / 60_000) % 60),
+    }
+}
+
+/// `just now`, `5 min ago`, `3 h ago`, `2 days ago`, or `in 5 min` for the future.
+pub fn relative(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let secs = (now - at).num_seconds();
+    let (amount, future) = (secs.unsigned_abs(), secs < 0);
+    let text = match amount {
+        0..=4 => return "just now".to_owned(),
+        5..=59 => format!("{amount} s"),
+        60..=3599 => format!("{} min", amount / 60),
+        3600..=86_399 => format!("{} h", amount / 3600),
+        _ => format!("{} days", amount / 86_400),
+    };
+    if future { format!("in {text}") } else { format!("{text} ago") }
+}
+
+/// Prints rows as columns aligned to their widest cell (measured without colour codes).
+fn print_table(headers: &[&str], rows: &[Vec<(String, usize)>], style: &Style) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, (_, width)) in row.iter().enumerate() {
+            widths[i] = widths[i].max(*width);
+        }
+    }
+    let header: Vec<String> = headers
+        .iter()
+        .zip(&widths)
+        .map(|(h, w)| format!("{h:<w$}"))
+        .collect();
+    println!("{}", style.bold(header.join("  ").trim_end()));
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|((cell, width), w)| format!("{cell}{}", " ".repeat(w - width)))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
+
+fn cell(text: impl Into<String>) -> (String, usize) {
+    let text = text.into();
+    let width = text.chars().count();
+    (text, width)
+}
+
+fn styled(text: String, plain_width: usize) -> (String, usize) {
+    (text, plain_width)
+}
+
+fn status_cell(status: Option<RunStatus>, style: &Style) -> (String, usize) {
+    match status {
+        Some(status) => styled(style.status(status), status.as_str().len()),
+        None => cell("-"),
+    }
+}
+
+/// The `flow list` table.
+pub fn print_flows(flows: &[DataFlow], now: DateTime<Utc>, style: &Style) {
+    if flows.is_empty() {
+        println!("no data flows yet: create one with `flowrun flow create NAME --class Noop`");
+        return;
+    }
+    let rows: Vec<Vec<(String, usize)>> = flows
+        .iter()
+        .map(|flow| {
+            vec![
+                cell(flow.id.to_string()),
+                cell(flow.name.as_str()),
+                cell(flow.flow_class().unwrap_or("?")),
+                cell(if flow.enabled { "yes" } else { "no" }),
+                cell(human_duration(flow.run_interval.as_duration())),
+                status_cell(flow.last_run_status.map(Into::into), style),
+                cell(flow.last_run_at.map_or_else(|| "never".to_owned(), |at| relative(at, now))),
+            ]
+        })
+        .collect();
+    print_table(&["ID", "NAME", "CLASS", "ENABLED", "EVERY", "LAST STATUS", "LAST RUN"], &rows, style);
+}
+
+/// The `flow show` view.
+pub fn print_flow(flow: &DataFlow, now: DateTime<Utc>, style: &Style) {
+    let last_run = flow
+        .last_run_at
+        .map_or_else(|| "never".to_owned(), |at| format!("{} ({})", at.to_rfc3339(), relative(at, now)));
+    let status = flow
+        .last_run_status
+        .map_or_else(|| "-".to_owned(), |s| style.status(s.into()));
+    println!("{}  {}", style.bold("name:       "), flow.name);
+    println!("{}  {}", style.bold("id:         "), flow.id);
+    println!("{}  {}", style.bold("class:      "), flow.flow_class().unwrap_or("(none)"));
+    println!("{}  {}", style.bold("enabled:    "), if flow.enabled { "yes" } else { "no" });
+    println!("{}  {}", style.bold("every:      "), human_duration(flow.run_interval.as_duration()));
+    println!("{}  {last_run}", style.bold("last run:   "));
+    println!("{}  {status}", style.bold("last status:"));
+    if !flow.description.is_empty() {
+        println!("{}  {}", style.bold("description:"), flow.description);
+    }
+    println!("{}  {}", style.bold("config:     "), flow.configuration);
+}
+
+/// The `runs` table.
+pub fn print_runs(records: &[RunRecord], now: DateTime<Utc>, style: &Style) {
+    if records.is_empty() {
+        println!("no runs match");
+        return;
+    }
+    let rows: Vec<Vec<(String, usize)>> = records
+        .iter()
+        .map(|record| {
+            let run = &record.run;
+            let error = run
+                .error_message
+                .as_deref()
+                .map(|m| first_line(m, 60))
+                .unwrap_or_default();
+            vec![
+                cell(run.id.to_string()),
+                cell(record.flow_name.as_str()),
+                status_cell(Some(run.status), style),
+                cell(relative(run.started_at, now)),
+                cell(run.duration().map_or_else(|| "-".to_owned(), human_duration)),
+                cell(error),
+            ]
+        })
+        .collect();
+    print_table(&["ID", "FLOW", "STATUS", "STARTED", "TOOK", "ERROR"], &rows, style);
+}
+
+fn first_line(text: &str, max: usize) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    if line.chars().count() > max {
+        format!("{}…", line.chars().take(max - 1).collect::<String>())
+    } else {
+        line.to_owned()
+    }
+}
+
+/// The `runs show` view, with the full error and backtrace.
+pub fn print_run(record: &RunRecord, now: DateTime<Utc>, style: &Style) {
+    let run = &record.run;
+    println!("{}  {}", style.bold("run:     "), run.id);
+    println!("{}  {} (id {})", style.bold("flow:    "), record.flow_name, run.data_flow_id);
+    println!("{}  {}", style.bold("status:  "), style.status(run.status));
+    println!("{}  {} ({})", style.bold("started: "), run.started_at.to_rfc3339(), relative(run.started_at, now));
+    if let Some(ended) = run.ended_at {
+        println!("{}  {}", style.bold("ended:   "), ended.to_rfc3339());
+        println!("{}  {}", style.bold("took:    "), human_duration(ended - run.started_at));
+    }
+    if run.status == RunStatus::InProgress {
+        if let Some(owner) = &run.lease_owner {
+            println!("{}  {owner}", style.bold("held by: "));
+        }
+        if let Some(expires) = run.lease_expires_at {
+            println!("{}  {}", style.bold("lease:   "), relative(expires, now));
+        }
+    }
+    if let Some(message) = &run.error_message {
+        println!("\n{}\n{message}", style.bold("error:"));
+    }
+    if let Some(backtrace) = &run.error_backtrace {
+        println!("\n{}\n{}", style.bold("backtrace:"), style.dim(backtrace));
+    }
+}
+
+/// A spinner with the elapsed time on stderr, shown only after the run has taken a moment.
+pub struct Spinner {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Spinner {
+    /// Starts spinning for the flow `name`.
+    pub fn start(name: String) -> Self {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            const FRAMES: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+            let started = tokio::time::Instant::now();
+            let mut tick = tokio::time::interval(StdDuration::from_millis(100));
+            let mut shown = false;
+            for frame in FRAMES.iter().cycle() {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = tick.tick() => {}
+                }
+                let elapsed = started.elapsed();
+                if elapsed < StdDuration::from_millis(300) {
+                    continue;
+                }
+                shown = true;
+                let mut err = std::io::stderr().lock();
+                let _ = write!(err, "\r{frame} running {name} ({:.1}s)", elapsed.as_secs_f64());
+                let _ = err.flush();
+            }
+            if shown {
+                let mut err = std::io::stderr().lock();
+                let _ = write!(err, "\r\x1b[2K");
+                let _ = err.flush();
+            }
+        });
+        Self { stop, task }
+    }
+
+    /// Stops and clears the spinner line.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(human_duration(Duration::milliseconds(340)), "340ms");
+        assert_eq!(human_duration(Duration::milliseconds(1234)), "1.2s");
+        assert_eq!(human_duration(Duration::seconds(185)), "3m 05s");
+        assert_eq!(human_duration(Duration::seconds(7800)), "2h 10m");
+    }
+
+    #[test]
+    fn relative_times_read_naturally() {
+        let now = DateTime::<Utc>::UNIX_EPOCH + Duration::days(1000);
+        assert_eq!(relative(now, now), "just now");
+        assert_eq!(relative(now - Duration::seconds(300), now), "5 min ago");
+        assert_eq!(relative(now + Duration::seconds(7200), now), "in 2 h");
+    }
+}

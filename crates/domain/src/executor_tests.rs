@@ -1,0 +1,718 @@
+//! The seed's acceptance criteria for the FlowExecutor, proven against mocked ports. Each test's name
+//! starts with the criterion it covers (`reqR_C_…`); `docs/requirements.md` maps them.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use mockall::Sequence;
+use serde_json::{Value, json};
+use thiserror::Error;
+
+use crate::executor::{ExecuteError, FlowExecutor, FlowFailure, LeaseSettings};
+use crate::flow::{BuildFlowError, Flow, FlowError, MockFlowRegistry};
+use crate::model::{
+    DataFlow, DataFlowId, DataFlowRun, FlowName, LastRunStatus, LeaseOwner, RunId, RunInterval, RunOutcome,
+    RunStatus,
+};
+use crate::ports::{
+    ActiveRun, FinishRunError, MockClock, MockRunRepository, RepositoryError, StartRun, StartRunError,
+};
+
+const FLOW_ID: DataFlowId = DataFlowId(7);
+const RUN_ID: RunId = RunId(42);
+
+fn at(secs: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, secs).single().expect("valid time")
+}
+
+fn started() -> DateTime<Utc> {
+    at(0)
+}
+
+fn ended() -> DateTime<Utc> {
+    at(5)
+}
+
+fn data_flow(configuration: Value) -> DataFlow {
+    DataFlow {
+        id: FLOW_ID,
+        name: FlowName::parse("nightly-copy").expect("valid name"),
+        description: String::new(),
+        enabled: true,
+        configuration,
+        run_interval: RunInterval::DEFAULT,
+        last_run_at: None,
+        last_run_status: None,
+        created_at: at(0),
+        updated_at: at(0),
+    }
+}
+
+fn in_progress_run(request: &StartRun) -> DataFlowRun {
+    DataFlowRun {
+        id: RUN_ID,
+        data_flow_id: request.data_flow_id,
+        status: RunStatus::InProgress,
+        started_at: request.started_at,
+        ended_at: None,
+        error_message: None,
+        error_backtrace: None,
+        lease_owner: Some(request.lease_owner.to_string()),
+        lease_expires_at: Some(request.lease_expires_at),
+        created_at: request.started_at,
+        updated_at: request.started_at,
+    }
+}
+
+/// The order in which the ports and the flow were used.
+#[derive(Clone, Default)]
+struct Events(Arc<Mutex<Vec<String>>>);
+
+impl Events {
+    fn push(&self, event: impl Into<String>) {
+        self.0.lock().expect("events lock").push(event.into());
+    }
+
+    fn list(&self) -> Vec<String> {
+        self.0.lock().expect("events lock").clone()
+    }
+}
+
+#[derive(Debug, Error)]
+#[error("source table is missing")]
+struct SourceMissing;
+
+#[derive(Debug, Error)]
+#[error("copy failed")]
+struct CopyFailed(#[source] SourceMissing);
+
+enum Behaviour {
+    Succeed,
+    Fail,
+    Panic,
+}
+
+struct FakeFlow {
+    events: Events,
+    runs: Arc<AtomicUsize>,
+    behaviour: Behaviour,
+}
+
+impl FakeFlow {
+    fn copy_rows(&self) -> Result<(), CopyFailed> {
+        Err(CopyFailed(SourceMissing))
+    }
+}
+
+#[async_trait]
+impl Flow for FakeFlow {
+    async fn run(&mut self) -> Result<(), FlowError> {
+        self.events.push("flow.run");
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        match self.behaviour {
+            Behaviour::Succeed => Ok(()),
+            Behaviour::Fail => {
+                self.copy_rows()?;
+                Ok(())
+            }
+            Behaviour::Panic => panic!("index out of range in the flow"),
+        }
+    }
+}
+
+/// Mocked ports with permissive defaults that individual tests tighten.
+struct Harness {
+    runs: MockRunRepository,
+    registry: MockFlowRegistry,
+    times: Arc<Mutex<VecDeque<DateTime<Utc>>>>,
+    events: Events,
+    flow_runs: Arc<AtomicUsize>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self {
+            runs: MockRunRepository::new(),
+            registry: MockFlowRegistry::new(),
+            times: Arc::new(Mutex::new(VecDeque::from([started(), ended()]))),
+            events: Events::default(),
+            flow_runs: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    fn expect_start(&mut self) {
+        let events = self.events.clone();
+        self.runs.expect_start_run().times(1).returning(move |request| {
+            events.push("runs.start_run");
+            Ok(in_progress_run(&request))
+        });
+    }
+
+    fn expect_build(&mut self, behaviour: fn() -> Behaviour) {
+        let events = self.events.clone();
+        let runs = Arc::clone(&self.flow_runs);
+        self.registry.expect_build().times(1).returning(move |class, _| {
+            events.push(format!("registry.build({class})"));
+            Ok(Box::new(FakeFlow {
+                events: events.clone(),
+                runs: Arc::clone(&runs),
+                behaviour: behaviour(),
+            }))
+        });
+    }
+
+    /// Expects the end to be recorded and captures the outcome.
+    fn expect_finish(&mut self) -> Arc<Mutex<Option<RunOutcome>>> {
+        let captured = Arc::new(Mutex::new(None));
+        let slot = Arc::clone(&captured);
+        let events = self.events.clone();
+        self.runs.expect_finish_run().times(1).returning(move |run_id, flow_id, outcome| {
+            events.push(format!("runs.finish_run({run_id}, {flow_id}, {})", outcome.status));
+            *slot.lock().expect("slot lock") = Some(outcome);
+            Ok(())
+        });
+        captured
+    }
+
+    fn executor(self) -> (FlowExecutor, Events, Arc<AtomicUsize>) {
+        let mut clock = MockClock::new();
+        let times = Arc::clone(&self.times);
+        clock
+            .expect_now()
+            .returning(move || times.lock().expect("times lock").pop_front().unwrap_or_else(ended));
+        let executor = FlowExecutor::new(
+            Arc::new(self.runs),
+            Arc::new(self.registry),
+            Arc::new(clock),
+            LeaseSettings {
+                duration: Duration::from_secs(60),
+                owner: LeaseOwner::new("test-host:1"),
+            },
+        );
+        (executor, self.events, self.flow_runs)
+    }
+}
+
+fn captured(slot: &Arc<Mutex<Option<RunOutcome>>>) -> RunOutcome {
+    slot.lock().expect("slot lock").clone().expect("the end was recorded")
+}
+
+async fn run_successfully(configuration: Value) -> (Result<DataFlowRun, ExecuteError>, RunOutcome, Vec<String>) {
+    let mut h = Harness::new();
+    h.expect_start();
+    h.expect_build(|| Behaviour::Succeed);
+    let outcome = h.expect_finish();
+    let (executor, events, _) = h.executor();
+    let result = executor.execute(&data_flow(configuration)).await;
+    (result, captured(&outcome), events.list())
+}
+
+async fn run_failing() -> (Result<DataFlowRun, ExecuteError>, RunOutcome) {
+    let mut h = Harness::new();
+    h.expect_start();
+    h.expect_build(|| Behaviour::Fail);
+    let outcome = h.expect_finish();
+    let (executor, _, _) = h.executor();
+    let result = executor.execute(&data_flow(json!({"class_name": "Copy"}))).await;
+    (result, captured(&outcome))
+}
+
+// Requirement 1: execute a data flow.
+
+#[tokio::test]
+async fn req1_1_execute_accepts_a_data_flow() {
+    let (result, _, _) = run_successfully(json!({"class_name": "Copy"})).await;
+    assert_eq!(result.expect("succeeds").data_flow_id, FLOW_ID);
+}
+
+#[tokio::test]
+async fn req1_2_each_call_creates_its_own_execution_for_its_data_flow() {
+    let mut h = Harness::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    h.runs.expect_start_run().times(2).returning(move |request| {
+        log.lock().expect("lock").push(request.data_flow_id);
+        Ok(in_progress_run(&request))
+    });
+    h.registry.expect_build().times(2).returning(|_, _| Ok(Box::new(crate::executor_tests::Nothing)));
+    h.runs.expect_finish_run().times(2).returning(|_, _, _| Ok(()));
+    let (executor, _, _) = h.executor();
+    let mut other = data_flow(json!("Copy"));
+    other.id = DataFlowId(8);
+    executor.execute(&data_flow(json!("Copy"))).await.expect("first succeeds");
+    executor.execute(&other).await.expect("second succeeds");
+    assert_eq!(*seen.lock().expect("lock"), [FLOW_ID, DataFlowId(8)]);
+}
+
+struct Nothing;
+
+#[async_trait]
+impl Flow for Nothing {
+    async fn run(&mut self) -> Result<(), FlowError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn req1_3_execute_runs_the_whole_execution() {
+    let (_, _, events) = run_successfully(json!({"class_name": "Copy"})).await;
+    assert_eq!(events.len(), 4, "{events:?}");
+}
+
+#[tokio::test]
+async fn req1_4_execute_returns_the_result_of_the_execution() {
+    let (result, _, _) = run_successfully(json!({"class_name": "Copy"})).await;
+    let run = result.expect("succeeds");
+    assert_eq!(run.id, RUN_ID);
+    assert_eq!(run.status, RunStatus::Success);
+    assert_eq!(run.ended_at, Some(ended()));
+    assert_eq!(run.duration(), Some(chrono::Duration::seconds(5)));
+}
+
+#[tokio::test]
+async fn req1_5_steps_complete_in_sequence() {
+    let mut h = Harness::new();
+    let mut seq = Sequence::new();
+    h.runs
+        .expect_start_run()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|request| Ok(in_progress_run(&request)));
+    h.registry
+        .expect_build()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(Box::new(Nothing)));
+    h.runs
+        .expect_finish_run()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _| Ok(()));
+    let (executor, _, _) = h.executor();
+    executor.execute(&data_flow(json!("Copy"))).await.expect("succeeds");
+}
+
+// Requirement 2: run records.
+
+#[tokio::test]
+async fn req2_1_execution_begins_by_creating_the_run_record() {
+    let (_, _, events) = run_successfully(json!({"class_name": "Copy"})).await;
+    assert_eq!(events.first().map(String::as_str), Some("runs.start_run"));
+}
+
+#[tokio::test]
+async fn req2_2_started_at_is_the_current_time_from_the_clock() {
+    let mut h = Harness::new();
+    h.runs
+        .expect_start_run()
+        .withf(|request| request.started_at == started())
+        .times(1)
+        .returning(|request| Ok(in_progress_run(&request)));
+    h.expect_build(|| Behaviour::Succeed);
+    h.expect_finish();
+    let (executor, _, _) = h.executor();
+    let run = executor.execute(&data_flow(json!("Copy"))).await.expect("succeeds");
+    assert_eq!(run.started_at, started());
+}
+
+#[tokio::test]
+async fn req2_3_run_is_in_progress_before_the_flow_runs() {
+    let (_, _, events) = run_successfully(json!({"class_name": "Copy"})).await;
+    let started = events.iter().position(|e| e == "runs.start_run").expect("started");
+    let ran = events.iter().position(|e| e == "flow.run").expect("ran");
+    assert!(started < ran, "{events:?}");
+}
+
+#[tokio::test]
+async fn req2_4_run_is_associated_with_the_data_flow() {
+    let mut h = Harness::new();
+    h.runs
+        .expect_start_run()
+        .withf(|request| request.data_flow_id == FLOW_ID && request.due_cutoff.is_none())
+        .times(1)
+        .returning(|request| Ok(in_progress_run(&request)));
+    h.expect_build(|| Behaviour::Succeed);
+    h.runs
+        .expect_finish_run()
+        .withf(|_, flow_id, _| *flow_id == FLOW_ID)
+        .times(1)
+        .returning(|_, _, _| Ok(()));
+    let (executor, _, _) = h.executor();
+    executor.execute(&data_flow(json!("Copy"))).await.expect("succeeds");
+}
+
+#[tokio::test]
+async fn req2_5_the_stored_run_is_the_one_later_updated() {
+    let mut h = Harness::new();
+    h.expect_start();
+    h.expect_build(|| Behaviour::Succeed);
+    h.runs
+        .expect_finish_run()
+        .withf(|run_id, _, _| *run_id == RUN_ID)
+        .times(1)
+        .returning(|_, _, _| Ok(()));
+    let (executor, _, _) = h.executor();
+    executor.execute(&data_flow(json!("Copy"))).await.expect("succeeds");
+}
+
+// Requirement 3: flow instantiation and execution.
+
+#[tokio::test]
+async fn req3_1_flow_class_comes_from_the_configuration() {
+    let (_, _, events) = run_successfully(json!({"class_name": "Copy", "table": "users"})).await;
+    assert!(events.contains(&"registry.build(Copy)".to_owned()), "{events:?}");
+}
+
+#[tokio::test]
+async fn req3_2_flow_is_instantiated_with_the_configuration() {
+    let mut h = Harness::new();
+    h.expect_start();
+    h.registry
+        .expect_build()
+        .withf(|class, configuration| class == "Copy" && configuration["table"] == "users")
+        .times(1)
+        .returning(|_, _| Ok(Box::new(Nothing)));
+    h.expect_finish();
+    let (executor, _, _) = h.executor();
+    executor
+        .execute(&data_flow(json!({"class_name": "Copy", "table": "users"})))
+        .await
+        .expect("succeeds");
+}
+
+#[tokio::test]
+async fn req3_3_run_is_called_on_the_flow_instance() {
+    let mut h = Harness::new();
+    h.expect_start();
+    h.expect_build(|| Behaviour::Succeed);
+    h.expect_finish();
+    let (executor, _, flow_runs) = h.executor();
+    executor.execute(&data_flow(json!("Copy"))).await.expect("succeeds");
+    assert_eq!(flow_runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn req3_4_flow_class_is_resolved_by_data_flow_flow_class_including_string_configurations() {
+    let flow = data_flow(json!("Copy"));
+    assert_eq!(flow.flow_class(), Ok("Copy"));
+    let (_, _, events) = run_successfully(json!("Copy")).await;
+    assert!(events.contains(&"registry.build(Copy)".to_owned()), "{events:?}");
+}
+
+#[tokio::test]
+async fn req3_5_the_complete_configuration_is_passed_to_the_flow_constructor() {
+    let configuration = json!({"class_name": "Copy", "source": {"table": "a"}, "batch": 500, "tags": ["x"]});
+    let expected = configuration.clone();
+    let mut h = Harness::new();
+    h.expect_start();
+    h.registry
+        .expect_build()
+        .withf(move |_, given| *given == expected)
+        .times(1)
+        .returning(|_, _| Ok(Box::new(Nothing)));
+    h.expect_finish();
+    let (executor, _, _) = h.executor();
+    executor.execute(&data_flow(configuration)).await.expect("succeeds");
+}
+
+// Requirement 4: success tracking.
+
+#[tokio::test]
+async fn req4_1_success_sets_the_flows_last_run_at_to_the_current_time() {
+    let (_, outcome, _) = run_successfully(json!("Copy")).await;
+    assert_eq!(outcome.ended_at, ended(), "finish_run sets last_run_at to the outcome's ended_at");
+}
+
+#[tokio::test]
+async fn req4_2_success_sets_the_flows_last_run_status_to_success() {
+    let (_, outcome, _) = run_successfully(json!("Copy")).await;
+    assert_eq!(outcome.status, LastRunStatus::Success);
+}
+
+#[tokio::test]
+async fn req4_3_success_sets_the_run_status_to_success() {
+    let (result, outcome, events) = run_successfully(json!("Copy")).await;
+    assert_eq!(RunStatus::from(outcome.status), RunStatus::Success);
+    assert_eq!(result.expect("succeeds").status, RunStatus::Success);
+    assert_eq!(events.last().map(String::as_str), Some("runs.finish_run(42, 7, success)"));
+}
+
+#[tokio::test]
+async fn req4_4_success_sets_the_run_ended_at_to_the_current_time() {
+    let (result, outcome, _) = run_successfully(json!("Copy")).await;
+    assert_eq!(outcome.ended_at, ended());
+    assert_eq!(result.expect("succeeds").ended_at, Some(ended()));
+    assert_eq!(outcome.error_message, None);
+}
+
+#[tokio::test]
+async fn req4_5_all_status_updates_are_persisted_through_the_repository() {
+    let (_, _, events) = run_successfully(json!("Copy")).await;
+    assert_eq!(
+        events,
+        ["runs.start_run", "registry.build(Copy)", "flow.run", "runs.finish_run(42, 7, success)"]
+    );
+}
+
+// Requirement 5: failure tracking.
+
+#[tokio::test]
+async fn req5_1_failure_sets_the_flows_last_run_status_to_failed() {
+    let (_, outcome) = run_failing().await;
+    assert_eq!(outcome.status, LastRunStatus::Failed);
+}
+
+#[tokio::test]
+async fn req5_2_failure_sets_the_flows_last_run_at_to_the_current_time() {
+    let (_, outcome) = run_failing().await;
+    assert_eq!(outcome.ended_at, ended());
+}
+
+#[tokio::test]
+async fn req5_3_failure_sets_the_run_status_to_failed() {
+    let (result, _) = run_failing().await;
+    match result {
+        Err(ExecuteError::Failed { run, .. }) => assert_eq!(run.status, RunStatus::Failed),
+        other => panic!("expected a recorded failure, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn req5_4_failure_stores_the_error_message() {
+    let (result, outcome) = run_failing().await;
+    assert_eq!(outcome.error_message.as_deref(), Some("copy failed"));
+    let Err(ExecuteError::Failed { run, .. }) = result else { panic!("expected a recorded failure") };
+    assert_eq!(run.error_message.as_deref(), Some("copy failed"));
+}
+
+#[tokio::test]
+async fn req5_5_failure_stores_the_cause_chain_and_a_backtrace_into_the_flow() {
+    let (_, outcome) = run_failing().await;
+    let backtrace = outcome.error_backtrace.expect("a backtrace is stored");
+    assert!(backtrace.starts_with("Error: copy failed\n\nCaused by:\n    0: source table is missing"), "{backtrace}");
+    assert!(backtrace.contains("Backtrace:"), "{backtrace}");
+    assert!(backtrace.contains("FakeFlow as flowrun_domain::flow::Flow>::run"), "the backtrace reaches into the flow's code: {backtrace}");
+}
+
+#[tokio::test]
+async fn req5_6_failure_sets_the_run_ended_at_to_the_current_time() {
+    let (result, outcome) = run_failing().await;
+    assert_eq!(outcome.ended_at, ended());
+    let Err(ExecuteError::Failed { run, .. }) = result else { panic!("expected a recorded failure") };
+    assert_eq!(run.ended_at, Some(ended()));
+}
+
+#[tokio::test]
+async fn req5_7_the_flows_own_error_is_handed_back_after_recording() {
+    let mut h = Harness::new();
+    h.expect_start();
+    h.expect_build(|| Behaviour::Fail);
+    let outcome = h.expect_finish();
+    let (executor, _, _) = h.executor();
+    let error = executor.execute(&data_flow(json!("Copy"))).await.expect_err("fails");
+    assert!(outcome.lock().expect("lock").is_some(), "recorded before returning");
+    assert_eq!(error.to_string(), "copy failed");
+    assert_eq!(error.run_id(), Some(RUN_ID));
+    let flow_error = error.into_flow_error().expect("the flow's own error");
+    let copy_failed = flow_error.downcast::<CopyFailed>().expect("downcasts to the flow's type");
+    assert_eq!(copy_failed.0.to_string(), "source table is missing");
+}
+
+// Requirement 6: a simple service interface.
+
+#[tokio::test]
+async fn req6_1_execute_is_the_primary_interface_on_a_shareable_service() {
+    let (result, _, _) = run_successfully(json!("Copy")).await;
+    assert!(result.is_ok());
+    fn shareable<T: Send + Sync + Clone + 'static>() {}
+    shareable::<FlowExecutor>();
+}
+
+#[tokio::test]
+async fn req6_4_all_database_updates_happen_inside_execute() {
+    // The mocks are strict: any repository call not expected here fails the test.
+    let mut h = Harness::new();
+    h.expect_start();
+    h.expect_build(|| Behaviour::Fail);
+    h.expect_finish();
+    let (executor, events, _) = h.executor();
+    let _ = executor.execute(&data_flow(json!("Copy"))).await;
+    let repository_calls: Vec<_> = events.list().into_iter().filter(|e| e.starts_with("runs.")).collect();
+    assert_eq!(repository_calls, ["runs.start_run", "runs.finish_run(42, 7, failed)"]);
+}
+
+#[tokio::test]
+async fn req6_5_scheduled_execution_goes_through_the_same_lifecycle() {
+    let mut h = Harness::new();
+    let flow = data_flow(json!("Copy"));
+    let cutoff = flow.due_cutoff(at(30));
+    h.runs
+        .expect_start_run()
+        .withf(move |request| request.due_cutoff == Some(cutoff))
+        .times(1)
+        .returning(|request| Ok(in_progress_run(&request)));
+    h.expect_build(|| Behaviour::Succeed);
+    h.expect_finish();
+    let (executor, events, _) = h.executor();
+    executor.execute_if_due(&flow, at(30)).await.expect("succeeds");
+    assert_eq!(events.list(), ["registry.build(Copy)", "flow.run", "runs.finish_run(42, 7, success)"]);
+}
+
+// Beyond the seed.
+
+#[tokio::test]
+async fn unknown_class_is_recorded_as_a_failed_run_and_returned() {
+    let mut h = Harness::new();
+    h.expect_start();
+    h.registry.expect_build().times(1).returning(|class, _| {
+        Err(BuildFlowError::UnknownClass { class: class.to_owned(), known: vec!["Noop".into()] })
+    });
+    let outcome = h.expect_finish();
+    let (executor, _, _) = h.executor();
+    let error = executor.execute(&data_flow(json!("Nope"))).await.expect_err("fails");
+    let outcome = captured(&outcome);
+    assert_eq!(outcome.status, LastRunStatus::Failed);
+    assert_eq!(outcome.error_message.as_deref(), Some("unknown flow class `Nope` (registered: Noop)"));
+    assert!(error.flow_error().and_then(|e| e.downcast_ref::<BuildFlowError>()).is_some());
+}
+
+#[tokio::test]
+async fn configuration_without_a_class_is_recorded_as_a_failed_run() {
+    let mut h = Harness::new();
+    h.expect_start();
+    let outcome = h.expect_finish();
+    let (executor, _, _) = h.executor();
+    let error = executor.execute(&data_flow(json!({"table": "x"}))).await.expect_err("fails");
+    assert_eq!(captured(&outcome).error_message.as_deref(), Some("the configuration has no `class_name`"));
+    assert!(matches!(error, ExecuteError::Failed { .. }));
+}
+
+#[tokio::test]
+async fn a_panicking_flow_is_recorded_with_message_location_and_backtrace() {
+    let mut h = Harness::new();
+    h.expect_start();
+    h.expect_build(|| Behaviour::Panic);
+    let outcome = h.expect_finish();
+    let (executor, _, _) = h.executor();
+    let error = executor.execute(&data_flow(json!("Copy"))).await.expect_err("fails");
+    let outcome = captured(&outcome);
+    assert_eq!(outcome.error_message.as_deref(), Some("flow panicked: index out of range in the flow"));
+    let report = outcome.error_backtrace.expect("backtrace");
+    assert!(report.contains("executor_tests.rs"), "location: {report}");
+    assert!(report.contains("FakeFlow"), "backtrace at the panic site: {report}");
+    assert!(matches!(error, ExecuteError::Failed { failure: FlowFailure::Panic(_), .. }));
+}
+
+#[tokio::test]
+async fn a_recording_failure_does_not_mask_the_flows_error() {
+    let mut h = Harness::new();
+    h.expect_start();
+    h.expect_build(|| Behaviour::Fail);
+    h.runs.expect_finish_run().times(1).returning(|_, _, _| {
+        Err(FinishRunError::Repository(RepositoryError::Unavailable("connection reset".into())))
+    });
+    let (executor, _, _) = h.executor();
+    let error = executor.execute(&data_flow(json!("Copy"))).await.expect_err("fails");
+    let message = error.to_string();
+    assert!(message.contains("failed (copy failed)"), "{message}");
+    assert!(message.contains("connection reset"), "{message}");
+    assert!(matches!(error, ExecuteError::Record { .. }));
+    assert!(error.flow_error().and_then(|e| e.downcast_ref::<CopyFailed>()).is_some());
+}
+
+#[tokio::test]
+async fn a_late_outcome_after_a_reap_is_refused_and_reported() {
+    let mut h = Harness::new();
+    h.expect_start();
+    h.expect_build(|| Behaviour::Succeed);
+    h.runs.expect_finish_run().times(1).returning(|run_id, _, _| {
+        Err(FinishRunError::NotInProgress { run_id, status: "failed".into() })
+    });
+    let (executor, _, _) = h.executor();
+    let error = executor.execute(&data_flow(json!("Copy"))).await.expect_err("refused");
+    assert!(matches!(error, ExecuteError::Superseded { run_id: RUN_ID, failure: None }), "{error:?}");
+    assert!(error.to_string().contains("closed as abandoned"), "{error}");
+}
+
+#[tokio::test]
+async fn a_flow_held_by_a_live_run_is_refused_without_building_it() {
+    let mut h = Harness::new();
+    h.runs.expect_start_run().times(1).returning(|_| {
+        Err(StartRunError::Busy(ActiveRun { run_id: RunId(3), started_at: at(0), lease_expires_at: Some(at(50)) }))
+    });
+    let (executor, _, _) = h.executor();
+    let error = executor.execute(&data_flow(json!("Copy"))).await.expect_err("refused");
+    assert_eq!(
+        error.to_string(),
+        "data flow `nightly-copy` is already running since 2026-11-26T12:00:00+00:00 (run 3)"
+    );
+}
+
+#[tokio::test]
+async fn a_flow_held_by_an_expired_run_is_reaped_then_started() {
+    let mut h = Harness::new();
+    let mut seq = Sequence::new();
+    h.runs.expect_start_run().times(1).in_sequence(&mut seq).returning(|_| {
+        Err(StartRunError::Busy(ActiveRun { run_id: RunId(3), started_at: at(0), lease_expires_at: Some(at(0) - chrono::Duration::seconds(1)) }))
+    });
+    h.runs
+        .expect_reap_expired()
+        .withf(|_, flow| *flow == Some(FLOW_ID))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(Vec::new()));
+    h.runs
+        .expect_start_run()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|request| Ok(in_progress_run(&request)));
+    h.expect_build(|| Behaviour::Succeed);
+    h.runs.expect_finish_run().times(1).in_sequence(&mut seq).returning(|_, _, _| Ok(()));
+    let (executor, _, _) = h.executor();
+    executor.execute(&data_flow(json!("Copy"))).await.expect("succeeds after the reap");
+}
+
+#[tokio::test]
+async fn a_run_that_cannot_be_created_is_reported_and_nothing_else_happens() {
+    let mut h = Harness::new();
+    h.runs
+        .expect_start_run()
+        .times(1)
+        .returning(|_| Err(StartRunError::Repository(RepositoryError::Unavailable("refused".into()))));
+    let (executor, _, flow_runs) = h.executor();
+    let error = executor.execute(&data_flow(json!("Copy"))).await.expect_err("fails");
+    assert!(matches!(error, ExecuteError::Start { .. }));
+    assert_eq!(error.run_id(), None);
+    assert_eq!(flow_runs.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_lease_is_renewed_while_a_long_flow_runs() {
+    struct Long;
+    #[async_trait]
+    impl Flow for Long {
+        async fn run(&mut self) -> Result<(), FlowError> {
+            tokio::time::sleep(Duration::from_secs(210)).await;
+            Ok(())
+        }
+    }
+    let mut h = Harness::new();
+    h.expect_start();
+    h.registry.expect_build().returning(|_, _| Ok(Box::new(Long)));
+    let renewals = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&renewals);
+    h.runs.expect_renew_lease().returning(move |run_id, _| {
+        assert_eq!(run_id, RUN_ID);
+        count.fetch_add(1, Ordering::SeqCst);
+        Ok(true)
+    });
+    h.expect_finish();
+    let (executor, _, _) = h.executor();
+    executor.execute(&data_flow(json!("Copy"))).await.expect("succeeds");
+    // A 60 s lease is renewed every 20 s: ten times in 210 s.
+    assert_eq!(renewals.load(Ordering::SeqCst), 10);
+}

@@ -1,0 +1,279 @@
+//! Flows: the code a data flow runs, the error it returns, and the registry that builds it by class name.
+
+use std::backtrace::Backtrace;
+use std::collections::BTreeMap;
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use thiserror::Error;
+
+/// A runnable flow, built by a [`FlowRegistry`] from a class name and the flow's whole configuration.
+#[async_trait]
+pub trait Flow: Send {
+    /// Does the flow's work. An `Err` ends the run as `failed`; so does a panic.
+    async fn run(&mut self) -> Result<(), FlowError>;
+}
+
+/// The error a flow returns: any error type, with the backtrace taken where it was converted with `?`
+/// (or [`FlowError::new`]) — that is, inside the flow's own code.
+///
+/// Like `anyhow::Error`, it deliberately does not implement [`std::error::Error`] so that every error type
+/// converts into it with `?`. Callers get the original error back with [`FlowError::downcast_ref`] or
+/// [`FlowError::downcast`].
+pub struct FlowError {
+    inner: Box<dyn StdError + Send + Sync + 'static>,
+    backtrace: Backtrace,
+}
+
+impl FlowError {
+    /// Wraps an error, capturing a backtrace here.
+    pub fn new<E>(error: E) -> Self
+    where
+        E: StdError + Send + Sync + 'static,
+    {
+        Self::from_boxed(Box::new(error))
+    }
+
+    /// Wraps an already boxed error, capturing a backtrace here.
+    pub fn from_boxed(error: Box<dyn StdError + Send + Sync + 'static>) -> Self {
+        Self {
+            inner: error,
+            backtrace: Backtrace::force_capture(),
+        }
+    }
+
+    /// An error that is only a message (a [`FlowMessage`]), capturing a backtrace here.
+    pub fn msg(message: impl Into<String>) -> Self {
+        Self::new(FlowMessage(message.into()))
+    }
+
+    /// The backtrace taken where the error was created.
+    pub fn backtrace(&self) -> &Backtrace {
+        &self.backtrace
+    }
+
+    /// The wrapped error.
+    pub fn as_error(&self) -> &(dyn StdError + Send + Sync + 'static) {
+        &*self.inner
+    }
+
+    /// The wrapped error, if it is a `T`.
+    pub fn downcast_ref<T: StdError + 'static>(&self) -> Option<&T> {
+        self.inner.downcast_ref::<T>()
+    }
+
+    /// The wrapped error by value if it is a `T`; otherwise `self` unchanged.
+    pub fn downcast<T: StdError + 'static>(self) -> Result<T, Self> {
+        match self.inner.downcast::<T>() {
+            Ok(error) => Ok(*error),
+            Err(inner) => Err(Self {
+                inner,
+                backtrace: self.backtrace,
+            }),
+        }
+    }
+
+    /// The wrapped error, boxed, dropping the backtrace.
+    pub fn into_boxed(self) -> Box<dyn StdError + Send + Sync + 'static> {
+        self.inner
+    }
+
+    /// The error and its sources, outermost first.
+    pub fn chain(&self) -> impl Iterator<Item = &(dyn StdError + 'static)> {
+        let first: &(dyn StdError + 'static) = self.inner.as_ref();
+        std::iter::successors(Some(first), |e: &&(dyn StdError + 'static)| (*e).source())
+    }
+
+    /// The text recorded as a failed run's `error_backtrace`: the cause chain, then the backtrace.
+    pub fn report(&self) -> String {
+        let mut out = format!("Error: {}", self.inner);
+        let causes: Vec<String> = self.chain().skip(1).map(ToString::to_string).collect();
+        if !causes.is_empty() {
+            out.push_str("\n\nCaused by:");
+            for (i, cause) in causes.iter().enumerate() {
+                out.push_str(&format!("\n    {i}: {cause}"));
+            }
+        }
+        out.push_str("\n\nBacktrace:\n");
+        out.push_str(&self.backtrace.to_string());
+        out
+    }
+}
+
+impl<E> From<E> for FlowError
+where
+    E: StdError + Send + Sync + 'static,
+{
+    fn from(error: E) -> Self {
+        Self::new(error)
+    }
+}
+
+impl From<FlowError> for Box<dyn StdError + Send + Sync + 'static> {
+    fn from(error: FlowError) -> Self {
+        error.inner
+    }
+}
+
+impl fmt::Display for FlowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.inner, f)
+    }
+}
+
+impl fmt::Debug for FlowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlowError")
+            .field("error", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An error that is only a message; what [`FlowError::msg`] wraps.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{0}")]
+pub struct FlowMessage(pub String);
+
+/// Why a flow could not be built from its class name and configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BuildFlowError {
+    /// No class of that name is registered.
+    #[error("unknown flow class `{class}` (registered: {})", known.join(", "))]
+    UnknownClass {
+        /// The name asked for.
+        class: String,
+        /// The registered names, sorted.
+        known: Vec<String>,
+    },
+    /// The class exists but refused the configuration.
+    #[error("invalid configuration for flow class `{class}`: {reason}")]
+    InvalidConfiguration {
+        /// The class.
+        class: String,
+        /// What is wrong, for a person.
+        reason: String,
+    },
+}
+
+/// Turns a class name plus a flow's whole configuration into a runnable [`Flow`].
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+pub trait FlowRegistry: Send + Sync {
+    /// Builds the flow.
+    ///
+    /// MUST return [`BuildFlowError::UnknownClass`] for a name that is not registered, and
+    /// [`BuildFlowError::InvalidConfiguration`] when the class refuses the configuration.
+    fn build(&self, class_name: &str, configuration: &Value) -> Result<Box<dyn Flow>, BuildFlowError>;
+
+    /// The registered class names, sorted.
+    fn class_names(&self) -> Vec<String>;
+}
+
+/// Builds one class of flow from the flow's whole configuration.
+pub type FlowConstructor =
+    Arc<dyn Fn(&Value) -> Result<Box<dyn Flow>, String> + Send + Sync + 'static>;
+
+/// The plain [`FlowRegistry`]: a map from class name to constructor. Applications add their own classes
+/// with [`ClassRegistry::register`].
+#[derive(Clone, Default)]
+pub struct ClassRegistry {
+    classes: BTreeMap<String, FlowConstructor>,
+}
+
+impl ClassRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers (or replaces) a class. The constructor gets the flow's whole configuration and returns a
+    /// message for a person when it refuses it.
+    pub fn register<F>(&mut self, class_name: impl Into<String>, constructor: F) -> &mut Self
+    where
+        F: Fn(&Value) -> Result<Box<dyn Flow>, String> + Send + Sync + 'static,
+    {
+        self.classes.insert(class_name.into(), Arc::new(constructor));
+        self
+    }
+}
+
+impl fmt::Debug for ClassRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.classes.keys()).finish()
+    }
+}
+
+impl FlowRegistry for ClassRegistry {
+    fn build(&self, class_name: &str, configuration: &Value) -> Result<Box<dyn Flow>, BuildFlowError> {
+        let constructor = self
+            .classes
+            .get(class_name)
+            .ok_or_else(|| BuildFlowError::UnknownClass {
+                class: class_name.to_owned(),
+                known: self.class_names(),
+            })?;
+        constructor(configuration).map_err(|reason| BuildFlowError::InvalidConfiguration {
+            class: class_name.to_owned(),
+            reason,
+        })
+    }
+
+    fn class_names(&self) -> Vec<String> {
+        self.classes.keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[derive(Debug, Error)]
+    #[error("disk full")]
+    struct DiskFull;
+
+    #[derive(Debug, Error)]
+    #[error("write failed")]
+    struct WriteFailed(#[source] DiskFull);
+
+    struct Nothing;
+
+    #[async_trait]
+    impl Flow for Nothing {
+        async fn run(&mut self) -> Result<(), FlowError> {
+            Ok(())
+        }
+    }
+
+    fn failing() -> Result<(), FlowError> {
+        Err(WriteFailed(DiskFull))?;
+        Ok(())
+    }
+
+    #[test]
+    fn flow_errors_convert_with_question_mark_and_downcast_back() {
+        let error = failing().expect_err("fails");
+        assert!(error.downcast_ref::<WriteFailed>().is_some());
+        assert_eq!(error.to_string(), "write failed");
+        let report = error.report();
+        assert!(report.starts_with("Error: write failed\n\nCaused by:\n    0: disk full"), "{report}");
+        assert!(report.contains("failing"), "backtrace reaches the function that failed: {report}");
+        assert!(error.downcast::<WriteFailed>().is_ok());
+    }
+
+    #[test]
+    fn registry_builds_known_classes_and_names_the_known_ones_otherwise() {
+        let mut registry = ClassRegistry::new();
+        registry.register("Nothing", |_| Ok(Box::new(Nothing)));
+        registry.register("Picky", |_| Err("needs a table".into()));
+        assert!(registry.build("Nothing", &json!({})).is_ok());
+        assert_eq!(
+            registry.build("Picky", &json!({})).err(),
+            Some(BuildFlowError::InvalidConfiguration { class: "Picky".into(), reason: "needs a table".into() })
+        );
+        let unknown = registry.build("Missing", &json!({})).err().expect("unknown");
+        assert_eq!(unknown.to_string(), "unknown flow class `Missing` (registered: Nothing, Picky)");
+    }
+}

@@ -1,0 +1,32 @@
+//! flowrun's domain: data flows, their runs, the [`FlowExecutor`] and [`Scheduler`] use cases, and the
+//! ports they need ([`RunRepository`], [`DataFlowRepository`], [`Clock`], [`FlowRegistry`]).
+//!
+//! Nothing here knows about databases, HTTP or the command line; adapters implement the ports in
+//! `flowrun-infra`. With the `mock` feature the ports come with mockall mocks (`MockRunRepository`, …).
+
+pub mod executor;
+pub mod flow;
+pub mod model;
+mod panic;
+pub mod ports;
+pub mod scheduler;
+
+pub use executor::{ExecuteError, FlowExecutor, FlowFailure, FlowPanic, LeaseSettings};
+pub use flow::{BuildFlowError, ClassRegistry, Flow, FlowError, FlowMessage, FlowRegistry};
+pub use model::{
+    ConfigurationError, DataFlow, DataFlowId, DataFlowRun, FlowName, LastRunStatus, LeaseOwner, NewDataFlow,
+    RunId, RunInterval, RunOutcome, RunStatus, ValidationError,
+};
+pub use ports::{
+    ActiveRun, Clock, CreateDataFlowError, DataFlowRepository, FinishRunError, RepositoryError, RunFilter,
+    RunRecord, RunRepository, StartRun, StartRunError,
+};
+pub use scheduler::{CycleError, HeartbeatReport, Scheduler};
+
+#[cfg(any(test, feature = "mock"))]
+pub use flow::MockFlowRegistry;
+#[cfg(any(test, feature = "mock"))]
+pub use ports::{MockClock, MockDataFlowRepository, MockRunRepository};
+
+#[cfg(test)]
+mod executor_tests;

@@ -1,0 +1,479 @@
+//! The domain's values: data flows, their runs and the statuses they move through.
+//!
+//! Values are built by parsing (`FlowName::parse`, `RunInterval::from_secs`, `NewDataFlow::new`), so a value
+//! that exists is valid and the rest of the code does not check again.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::Value;
+use thiserror::Error;
+
+/// Longest accepted flow name, in characters. Names appear in URLs, tables and logs.
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// Database identity of a [`DataFlow`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DataFlowId(pub i64);
+
+impl fmt::Display for DataFlowId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Database identity of a [`DataFlowRun`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RunId(pub i64);
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Why a value given to the domain was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ValidationError {
+    /// The name is empty or only whitespace.
+    #[error("the flow name must not be empty")]
+    EmptyName,
+    /// The name is longer than [`MAX_NAME_CHARS`].
+    #[error("the flow name is {0} characters long; at most {MAX_NAME_CHARS} are allowed")]
+    NameTooLong(usize),
+    /// The name contains a control character, which would break tables, logs and URLs.
+    #[error("the flow name must not contain control characters")]
+    NameHasControlCharacter,
+    /// The run interval is zero or negative.
+    #[error("the run interval must be a positive number of seconds, got {0}")]
+    NonPositiveInterval(i64),
+    /// The configuration names no flow class.
+    #[error("{0}")]
+    Configuration(#[from] ConfigurationError),
+    /// A status string is not one of the known values.
+    #[error("unknown run status `{0}` (expected one of: pending, in_progress, success, failed)")]
+    UnknownStatus(String),
+}
+
+/// Why a configuration names no usable flow class.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConfigurationError {
+    /// The configuration is an object without a `class_name` key.
+    #[error("the configuration has no `class_name`")]
+    MissingClassName,
+    /// `class_name` is present but not a non-empty string.
+    #[error("the configuration's `class_name` must be a non-empty string")]
+    ClassNameNotAString,
+    /// The configuration is neither an object nor a string.
+    #[error("the configuration must be a JSON object with a `class_name`, or a class name string; got {0}")]
+    NotAnObject(&'static str),
+}
+
+/// A flow's unique name: non-empty, trimmed, at most [`MAX_NAME_CHARS`] characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowName(String);
+
+impl FlowName {
+    /// Parses a name, trimming surrounding whitespace.
+    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        let name = raw.trim();
+        if name.is_empty() {
+            return Err(ValidationError::EmptyName);
+        }
+        let chars = name.chars().count();
+        if chars > MAX_NAME_CHARS {
+            return Err(ValidationError::NameTooLong(chars));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(ValidationError::NameHasControlCharacter);
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for FlowName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How long after its last run a flow is due again. Always positive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RunInterval(i64);
+
+impl RunInterval {
+    /// The interval a flow gets when none is given: one hour.
+    pub const DEFAULT: RunInterval = RunInterval(3600);
+
+    /// Parses a number of seconds; zero and negative values are refused.
+    pub fn from_secs(secs: i64) -> Result<Self, ValidationError> {
+        if secs <= 0 {
+            Err(ValidationError::NonPositiveInterval(secs))
+        } else {
+            Ok(Self(secs))
+        }
+    }
+
+    /// The interval in seconds.
+    pub fn as_secs(self) -> i64 {
+        self.0
+    }
+
+    /// The interval as a chrono duration.
+    pub fn as_duration(self) -> Duration {
+        Duration::seconds(self.0)
+    }
+}
+
+/// Where a run is in its lifecycle: `pending` → `in_progress` → `success` | `failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunStatus {
+    /// The run row exists; the flow has not started.
+    Pending,
+    /// The flow is running.
+    InProgress,
+    /// The flow finished without error.
+    Success,
+    /// The flow, its construction or its process failed.
+    Failed,
+}
+
+impl RunStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [RunStatus; 4] = [Self::Pending, Self::InProgress, Self::Success, Self::Failed];
+
+    /// The exact string stored in the database and shown to users.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::InProgress => "in_progress",
+            Self::Success => "success",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Whether the run has ended.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Success | Self::Failed)
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RunStatus {
+    type Err = ValidationError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| ValidationError::UnknownStatus(s.to_owned()))
+    }
+}
+
+/// The outcome of a flow's last finished run, kept on the flow itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LastRunStatus {
+    /// The last run succeeded.
+    Success,
+    /// The last run failed.
+    Failed,
+}
+
+impl LastRunStatus {
+    /// The exact string stored in the database and shown to users.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl From<LastRunStatus> for RunStatus {
+    fn from(status: LastRunStatus) -> Self {
+        match status {
+            LastRunStatus::Success => RunStatus::Success,
+            LastRunStatus::Failed => RunStatus::Failed,
+        }
+    }
+}
+
+impl fmt::Display for LastRunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for LastRunStatus {
+    type Err = ValidationError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "success" => Ok(Self::Success),
+            "failed" => Ok(Self::Failed),
+            other => Err(ValidationError::UnknownStatus(other.to_owned())),
+        }
+    }
+}
+
+/// Returns the flow class named by a configuration: `configuration["class_name"]` for an object, the
+/// string itself for a JSON string.
+pub fn class_name_of(configuration: &Value) -> Result<&str, ConfigurationError> {
+    let name = match configuration {
+        Value::Object(map) => match map.get("class_name") {
+            None | Some(Value::Null) => return Err(ConfigurationError::MissingClassName),
+            Some(Value::String(name)) => name.as_str(),
+            Some(_) => return Err(ConfigurationError::ClassNameNotAString),
+        },
+        Value::String(name) => name.as_str(),
+        Value::Null => return Err(ConfigurationError::NotAnObject("null")),
+        Value::Bool(_) => return Err(ConfigurationError::NotAnObject("a boolean")),
+        Value::Number(_) => return Err(ConfigurationError::NotAnObject("a number")),
+        Value::Array(_) => return Err(ConfigurationError::NotAnObject("an array")),
+    };
+    if name.trim().is_empty() {
+        return Err(ConfigurationError::ClassNameNotAString);
+    }
+    Ok(name)
+}
+
+/// A flow to be created: validated, not yet stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDataFlow {
+    /// Unique name.
+    pub name: FlowName,
+    /// Free text for people.
+    pub description: String,
+    /// Whether the scheduler runs it.
+    pub enabled: bool,
+    /// The flow's configuration, naming its class.
+    pub configuration: Value,
+    /// How often the scheduler runs it.
+    pub run_interval: RunInterval,
+}
+
+impl NewDataFlow {
+    /// Validates a flow to create. The configuration must name a class (see [`class_name_of`]).
+    pub fn new(
+        name: FlowName,
+        description: impl Into<String>,
+        enabled: bool,
+        configuration: Value,
+        run_interval: RunInterval,
+    ) -> Result<Self, ValidationError> {
+        class_name_of(&configuration)?;
+        Ok(Self {
+            name,
+            description: description.into(),
+            enabled,
+            configuration,
+            run_interval,
+        })
+    }
+}
+
+/// A stored data flow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataFlow {
+    /// Identity.
+    pub id: DataFlowId,
+    /// Unique name.
+    pub name: FlowName,
+    /// Free text for people.
+    pub description: String,
+    /// Whether the scheduler runs it.
+    pub enabled: bool,
+    /// The flow's configuration: an object with `class_name` and the class's settings, or a class name.
+    pub configuration: Value,
+    /// How often the scheduler runs it.
+    pub run_interval: RunInterval,
+    /// When its last run ended.
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// How its last run ended.
+    pub last_run_status: Option<LastRunStatus>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl DataFlow {
+    /// The class that implements this flow: `configuration["class_name"]`, or the configuration itself
+    /// when it is a string.
+    pub fn flow_class(&self) -> Result<&str, ConfigurationError> {
+        class_name_of(&self.configuration)
+    }
+
+    /// Whether the scheduler should run this flow at `now`: enabled, and never run or last run at least one
+    /// interval ago.
+    pub fn is_due(&self, now: DateTime<Utc>) -> bool {
+        self.enabled && self.last_run_at.is_none_or(|last| last <= self.due_cutoff(now))
+    }
+
+    /// The latest `last_run_at` for which the flow is due at `now`.
+    pub fn due_cutoff(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now - self.run_interval.as_duration()
+    }
+}
+
+/// Who holds a run's lease, for the operator: host name and process id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseOwner(String);
+
+impl LeaseOwner {
+    /// An owner from free text (truncated by the store if very long).
+    pub fn new(owner: impl Into<String>) -> Self {
+        Self(owner.into())
+    }
+
+    /// The owner as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for LeaseOwner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One execution of a data flow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataFlowRun {
+    /// Identity.
+    pub id: RunId,
+    /// The flow this run executed.
+    pub data_flow_id: DataFlowId,
+    /// Where the run is in its lifecycle.
+    pub status: RunStatus,
+    /// When the run was created.
+    pub started_at: DateTime<Utc>,
+    /// When it ended; `None` while it runs.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// The error's message, for a failed run.
+    pub error_message: Option<String>,
+    /// The error's cause chain and backtrace, for a failed run.
+    pub error_backtrace: Option<String>,
+    /// Who runs it (host and pid), while it holds a lease.
+    pub lease_owner: Option<String>,
+    /// Until when the run is considered alive unless renewed.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl DataFlowRun {
+    /// How long the run took, once it has ended.
+    pub fn duration(&self) -> Option<Duration> {
+        self.ended_at.map(|end| end - self.started_at)
+    }
+
+    /// The run as it is after [`RunOutcome`] has been recorded.
+    pub fn finished(mut self, outcome: &RunOutcome) -> Self {
+        self.status = outcome.status.into();
+        self.ended_at = Some(outcome.ended_at);
+        self.updated_at = outcome.ended_at;
+        self.error_message.clone_from(&outcome.error_message);
+        self.error_backtrace.clone_from(&outcome.error_backtrace);
+        self
+    }
+}
+
+/// How a run ended, as recorded on the run and on its flow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOutcome {
+    /// `success` or `failed`.
+    pub status: LastRunStatus,
+    /// When the run ended (also the flow's new `last_run_at`).
+    pub ended_at: DateTime<Utc>,
+    /// The error's message, for a failure.
+    pub error_message: Option<String>,
+    /// The error's cause chain and backtrace, for a failure.
+    pub error_backtrace: Option<String>,
+}
+
+impl RunOutcome {
+    /// A successful end at `ended_at`.
+    pub fn success(ended_at: DateTime<Utc>) -> Self {
+        Self {
+            status: LastRunStatus::Success,
+            ended_at,
+            error_message: None,
+            error_backtrace: None,
+        }
+    }
+
+    /// A failed end at `ended_at` with the error's message and backtrace.
+    pub fn failure(ended_at: DateTime<Utc>, message: String, backtrace: String) -> Self {
+        Self {
+            status: LastRunStatus::Failed,
+            ended_at,
+            error_message: Some(message),
+            error_backtrace: Some(backtrace),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn flow_names_are_trimmed_and_validated() {
+        assert_eq!(FlowName::parse("  daily ").map(|n| n.to_string()), Ok("daily".into()));
+        assert_eq!(FlowName::parse("   "), Err(ValidationError::EmptyName));
+        assert_eq!(FlowName::parse("a\nb"), Err(ValidationError::NameHasControlCharacter));
+        let long = "x".repeat(MAX_NAME_CHARS + 1);
+        assert_eq!(FlowName::parse(&long), Err(ValidationError::NameTooLong(MAX_NAME_CHARS + 1)));
+    }
+
+    #[test]
+    fn run_intervals_must_be_positive() {
+        assert_eq!(RunInterval::from_secs(0), Err(ValidationError::NonPositiveInterval(0)));
+        assert_eq!(RunInterval::from_secs(-5), Err(ValidationError::NonPositiveInterval(-5)));
+        assert_eq!(RunInterval::from_secs(60).map(RunInterval::as_secs), Ok(60));
+    }
+
+    #[test]
+    fn statuses_have_exact_string_forms_both_ways() {
+        for status in RunStatus::ALL {
+            assert_eq!(status.as_str().parse::<RunStatus>(), Ok(status));
+        }
+        assert_eq!(RunStatus::InProgress.as_str(), "in_progress");
+        assert!("running".parse::<RunStatus>().is_err());
+        assert_eq!("failed".parse::<LastRunStatus>(), Ok(LastRunStatus::Failed));
+        assert!("pending".parse::<LastRunStatus>().is_err());
+    }
+
+    #[test]
+    fn class_name_comes_from_object_or_string_configuration() {
+        assert_eq!(class_name_of(&json!({"class_name": "Noop", "x": 1})), Ok("Noop"));
+        assert_eq!(class_name_of(&json!("Noop")), Ok("Noop"));
+        assert_eq!(class_name_of(&json!({"x": 1})), Err(ConfigurationError::MissingClassName));
+        assert_eq!(class_name_of(&json!({"class_name": 3})), Err(ConfigurationError::ClassNameNotAString));
+        assert_eq!(class_name_of(&json!("")), Err(ConfigurationError::ClassNameNotAString));
+        assert_eq!(class_name_of(&json!([1])), Err(ConfigurationError::NotAnObject("an array")));
+    }
+
+    #[test]
+    fn new_flows_refuse_configurations_without_a_class() {
+        let name = FlowName::parse("f").expect("valid name");
+        let err = NewDataFlow::new(name, "", true, json!(42), RunInterval::DEFAULT);
+        assert_eq!(err, Err(ValidationError::Configuration(ConfigurationError::NotAnObject("a number"))));
+    }
+}

@@ -1,0 +1,221 @@
+//! The ports the use cases need: storage and time. Adapters live in `flowrun-infra`.
+
+use std::error::Error as StdError;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use thiserror::Error;
+
+use crate::model::{
+    DataFlow, DataFlowId, DataFlowRun, FlowName, LeaseOwner, NewDataFlow, RunId, RunOutcome, RunStatus,
+};
+
+/// The source of every timestamp the domain records.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+pub trait Clock: Send + Sync {
+    /// The current time, in UTC.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// A storage failure that is not a rule of the domain: the database is unreachable, a statement failed.
+#[derive(Debug, Error)]
+pub enum RepositoryError {
+    /// The database could not be reached, or the connection broke.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] Box<dyn StdError + Send + Sync + 'static>),
+    /// The database answered with an error.
+    #[error("database error: {0}")]
+    Database(#[source] Box<dyn StdError + Send + Sync + 'static>),
+    /// A stored row could not be read back into a domain value (for example an unknown status string).
+    #[error("corrupt row in {table}: {reason}")]
+    CorruptRow {
+        /// The table the row came from.
+        table: &'static str,
+        /// What was wrong with it.
+        reason: String,
+    },
+}
+
+/// Why a data flow could not be created.
+#[derive(Debug, Error)]
+pub enum CreateDataFlowError {
+    /// A flow of that name exists.
+    #[error("a data flow named `{0}` already exists")]
+    Duplicate(FlowName),
+    /// Storage failed.
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+}
+
+/// Stores data flows.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait DataFlowRepository: Send + Sync {
+    /// Stores a new flow with `created_at = updated_at = now`.
+    ///
+    /// MUST return [`CreateDataFlowError::Duplicate`] when the name is taken.
+    async fn create(&self, flow: NewDataFlow, now: DateTime<Utc>) -> Result<DataFlow, CreateDataFlowError>;
+
+    /// The flow of that name, if any.
+    async fn find_by_name(&self, name: &str) -> Result<Option<DataFlow>, RepositoryError>;
+
+    /// The flow of that id, if any.
+    async fn find_by_id(&self, id: DataFlowId) -> Result<Option<DataFlow>, RepositoryError>;
+
+    /// Every flow, by name.
+    async fn list(&self) -> Result<Vec<DataFlow>, RepositoryError>;
+
+    /// Enables or disables a flow; returns it as stored afterwards, or `None` if there is no such flow.
+    async fn set_enabled(
+        &self,
+        name: &str,
+        enabled: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DataFlow>, RepositoryError>;
+
+    /// Deletes a flow and, by cascade, its runs. Returns whether it existed.
+    async fn delete(&self, name: &str) -> Result<bool, RepositoryError>;
+
+    /// Flows due at `now`: enabled, not running, and never run or last run at least one interval ago.
+    async fn list_due(&self, now: DateTime<Utc>) -> Result<Vec<DataFlow>, RepositoryError>;
+}
+
+/// A request to start a run: what [`RunRepository::start_run`] stores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartRun {
+    /// The flow to run.
+    pub data_flow_id: DataFlowId,
+    /// The run's `started_at` (and `created_at`).
+    pub started_at: DateTime<Utc>,
+    /// Who runs it.
+    pub lease_owner: LeaseOwner,
+    /// Until when the run counts as alive without renewal.
+    pub lease_expires_at: DateTime<Utc>,
+    /// When set, the run starts only if the flow's `last_run_at` is null or not later than this instant —
+    /// the scheduler's guard against running a flow twice in one interval.
+    pub due_cutoff: Option<DateTime<Utc>>,
+}
+
+/// The run that holds a flow, reported when another start is refused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActiveRun {
+    /// The live run.
+    pub run_id: RunId,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// When its lease expires unless renewed.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+}
+
+/// Why a run was not started. No run row exists in any of these cases.
+#[derive(Debug, Error)]
+pub enum StartRunError {
+    /// Another run of the flow holds it.
+    #[error("already running since {} (run {})", .0.started_at.to_rfc3339(), .0.run_id)]
+    Busy(ActiveRun),
+    /// [`StartRun::due_cutoff`] was set and the flow ran more recently.
+    #[error("not due")]
+    NotDue,
+    /// The flow does not exist (any more).
+    #[error("the data flow does not exist")]
+    FlowNotFound,
+    /// Storage failed.
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+}
+
+/// Why a run's end was not recorded.
+#[derive(Debug, Error)]
+pub enum FinishRunError {
+    /// The run is no longer `in_progress` — it was reaped after its lease expired, or finished already.
+    /// Nothing was written.
+    #[error("run {run_id} is no longer in progress (it was closed as {status}); its outcome was not recorded")]
+    NotInProgress {
+        /// The run.
+        run_id: RunId,
+        /// Its status as stored now (`failed` after a reap).
+        status: String,
+    },
+    /// Storage failed; nothing was written.
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+}
+
+/// Which runs to list.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunFilter {
+    /// Only this flow's runs.
+    pub data_flow_id: Option<DataFlowId>,
+    /// Only runs in this status.
+    pub status: Option<RunStatus>,
+    /// At most this many, newest first.
+    pub limit: u64,
+}
+
+/// A run with its flow's name, as read for people.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    /// The run.
+    pub run: DataFlowRun,
+    /// The name of the flow it belongs to.
+    pub flow_name: String,
+}
+
+/// Stores runs. Each method is one transaction in the adapter.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait RunRepository: Send + Sync {
+    /// Starts a run, in one transaction: claims the flow (refusing if a run holds it, or if it is not due
+    /// by [`StartRun::due_cutoff`]), inserts the run as `pending` with `started_at`, moves it to
+    /// `in_progress` and marks it as the flow's active run. Returns the run as stored (`in_progress`).
+    ///
+    /// MUST return [`StartRunError::Busy`] when another run holds the flow (even one whose lease expired and
+    /// that was not reaped yet), [`StartRunError::NotDue`] or [`StartRunError::FlowNotFound`] — all
+    /// without writing anything.
+    async fn start_run(&self, request: StartRun) -> Result<DataFlowRun, StartRunError>;
+
+    /// Records a run's end, in one transaction: the run (status, `ended_at`, error) only if it is still
+    /// `in_progress`, and the flow's `last_run_at`/`last_run_status`, releasing the flow.
+    ///
+    /// MUST return [`FinishRunError::NotInProgress`], writing nothing, when the run was reaped or finished.
+    async fn finish_run(
+        &self,
+        run_id: RunId,
+        data_flow_id: DataFlowId,
+        outcome: RunOutcome,
+    ) -> Result<(), FinishRunError>;
+
+    /// Extends the lease of an `in_progress` run. Returns `false` if the run is no longer in progress.
+    async fn renew_lease(&self, run_id: RunId, expires_at: DateTime<Utc>) -> Result<bool, RepositoryError>;
+
+    /// Closes as `failed` every `in_progress` run whose lease expired before `now` (only those of one flow
+    /// when `data_flow_id` is set), each in its own guarded transaction, and releases their flows. Returns
+    /// the runs closed by this call.
+    async fn reap_expired(
+        &self,
+        now: DateTime<Utc>,
+        data_flow_id: Option<DataFlowId>,
+    ) -> Result<Vec<DataFlowRun>, RepositoryError>;
+
+    /// A run with its flow's name.
+    async fn find_run(&self, id: RunId) -> Result<Option<RunRecord>, RepositoryError>;
+
+    /// Runs matching the filter, newest first.
+    async fn list_runs(&self, filter: RunFilter) -> Result<Vec<RunRecord>, RepositoryError>;
+}
+
+/// The message recorded on a run closed by the reaper.
+pub fn abandoned_message(owner: Option<&str>, lease_expired_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
+    let owner = owner.unwrap_or("an unknown process");
+    match lease_expired_at {
+        Some(at) => format!(
+            "run abandoned: its lease held by {owner} expired at {} and was not renewed; closed by the reaper at {}",
+            at.to_rfc3339(),
+            now.to_rfc3339()
+        ),
+        None => format!(
+            "run abandoned: held by {owner} without a lease; closed by the reaper at {}",
+            now.to_rfc3339()
+        ),
+    }
+}

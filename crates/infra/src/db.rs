@@ -1,0 +1,223 @@
+//! Connecting to the database: URL handling, per-backend pool and session settings, migration.
+
+use std::fmt;
+use std::time::Duration;
+
+use flowrun_migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database, DatabaseBackend, DatabaseConnection, DbErr};
+use thiserror::Error;
+use url::Url;
+
+/// The database products flowrun runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// SQLite, a file or in memory.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+    /// MySQL or MariaDB.
+    MySql,
+}
+
+impl Backend {
+    /// The backend a URL points at, from its scheme.
+    pub fn from_url(url: &str) -> Result<Self, ConnectError> {
+        let scheme = url.split(':').next().unwrap_or_default();
+        match scheme {
+            "sqlite" => Ok(Self::Sqlite),
+            "postgres" | "postgresql" => Ok(Self::Postgres),
+            "mysql" | "mariadb" => Ok(Self::MySql),
+            _ => Err(ConnectError::UnsupportedUrl { url: mask_url(url) }),
+        }
+    }
+
+    /// A short lowercase name: `sqlite`, `postgres`, `mysql`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+            Self::MySql => "mysql",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl From<DatabaseBackend> for Backend {
+    fn from(backend: DatabaseBackend) -> Self {
+        match backend {
+            DatabaseBackend::Postgres => Self::Postgres,
+            DatabaseBackend::MySql => Self::MySql,
+            _ => Self::Sqlite,
+        }
+    }
+}
+
+/// Why the database could not be opened or migrated. URLs in it have their password masked.
+#[derive(Debug, Error)]
+pub enum ConnectError {
+    /// The URL's scheme is not one flowrun supports.
+    #[error("unsupported database URL `{url}`: use sqlite://, postgres:// or mysql://")]
+    UnsupportedUrl {
+        /// The URL, password masked.
+        url: String,
+    },
+    /// The database did not answer or refused the connection.
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        /// The URL, password masked.
+        url: String,
+        /// The driver's error.
+        #[source]
+        source: DbErr,
+    },
+    /// Applying the migrations failed.
+    #[error("cannot migrate {url}: {source}")]
+    Migrate {
+        /// The URL, password masked.
+        url: String,
+        /// The driver's error.
+        #[source]
+        source: DbErr,
+    },
+}
+
+/// Pool and connection settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectSettings {
+    /// The database URL (`sqlite://flowrun.db`, `postgres://…`, `mysql://…`).
+    pub url: String,
+    /// Pool size; `None` picks one per backend.
+    pub max_connections: Option<u32>,
+    /// How long to wait for a connection before giving up.
+    pub connect_timeout: Duration,
+}
+
+impl ConnectSettings {
+    /// Settings with per-backend defaults for `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_connections: None,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `url` with its password replaced by `***`, for errors and logs.
+pub fn mask_url(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            if parsed.set_password(Some("***")).is_ok() {
+                parsed.to_string()
+            } else {
+                "<database URL with an unprintable password>".to_owned()
+            }
+        }
+        Ok(_) => url.to_owned(),
+        // An unparsable URL may still hold a secret after the scheme: keep only the scheme.
+        Err(_) => match url.split_once(':') {
+            Some((scheme, _)) if url.contains('@') => format!("{scheme}:<masked>"),
+            _ => url.to_owned(),
+        },
+    }
+}
+
+fn is_sqlite_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
+/// A SQLite file is only created with `mode=rwc`; add it unless the URL says otherwise.
+fn sqlite_url(url: &str) -> String {
+    if is_sqlite_memory(url) || url.contains("mode=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
+/// Opens a pool on the database named by `settings`, with the settings each backend needs.
+///
+/// SQLite gets WAL (readers never block the writer), `synchronous=NORMAL` (durable across process crashes;
+/// safe with WAL), `foreign_keys=ON` and a 30 s busy timeout so concurrent writers queue instead of
+/// failing. An in-memory SQLite database lives as long as its single, never-recycled connection.
+pub async fn connect(settings: &ConnectSettings) -> Result<DatabaseConnection, ConnectError> {
+    let backend = Backend::from_url(&settings.url)?;
+    let masked = mask_url(&settings.url);
+    let url = match backend {
+        Backend::Sqlite => sqlite_url(&settings.url),
+        _ => settings.url.clone(),
+    };
+    let memory = backend == Backend::Sqlite && is_sqlite_memory(&url);
+    let default_pool = match backend {
+        Backend::Sqlite if memory => 1,
+        // SQLite has one writer at a time; a few connections serve readers alongside it.
+        Backend::Sqlite => 4,
+        Backend::Postgres | Backend::MySql => 10,
+    };
+    let mut options = ConnectOptions::new(url);
+    options
+        .max_connections(settings.max_connections.unwrap_or(default_pool))
+        .min_connections(if memory { 1 } else { 0 })
+        .connect_timeout(settings.connect_timeout)
+        .acquire_timeout(settings.connect_timeout)
+        .sqlx_logging(false);
+    if memory {
+        options.idle_timeout(Duration::MAX).max_lifetime(Duration::MAX);
+    }
+    options.map_sqlx_sqlite_opts(|opts| {
+        opts.journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30))
+    });
+    Database::connect(options)
+        .await
+        .map_err(|source| ConnectError::Connect { url: masked, source })
+}
+
+/// Applies every pending migration. Applying them again is a no-op.
+pub async fn migrate(db: &DatabaseConnection, url: &str) -> Result<(), ConnectError> {
+    Migrator::up(db, None).await.map_err(|source| ConnectError::Migrate {
+        url: mask_url(url),
+        source,
+    })
+}
+
+/// Whether every migration has been applied.
+pub async fn is_migrated(db: &DatabaseConnection) -> Result<bool, DbErr> {
+    Ok(Migrator::get_pending_migrations(db).await?.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(mask_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(mask_url("mysql://root@127.0.0.1/test"), "mysql://root@127.0.0.1/test");
+        assert_eq!(mask_url("sqlite://flowrun.db"), "sqlite://flowrun.db");
+        assert!(!mask_url("postgres://u:se%cret@[bad/db").contains("se%cret"));
+    }
+
+    #[test]
+    fn sqlite_files_are_created_on_first_use() {
+        assert_eq!(sqlite_url("sqlite://flowrun.db"), "sqlite://flowrun.db?mode=rwc");
+        assert_eq!(sqlite_url("sqlite://a.db?mode=ro"), "sqlite://a.db?mode=ro");
+        assert_eq!(sqlite_url("sqlite::memory:"), "sqlite::memory:");
+    }
+
+    #[test]
+    fn backends_come_from_the_scheme() {
+        assert_eq!(Backend::from_url("postgresql://x").ok(), Some(Backend::Postgres));
+        assert!(Backend::from_url("oracle://x").is_err());
+    }
+}

@@ -1,0 +1,49 @@
+//! The `data_flows` table.
+
+use sea_orm::entity::prelude::*;
+
+/// A `data_flows` row.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "data_flows")]
+pub struct Model {
+    /// Identity.
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    /// Unique name.
+    #[sea_orm(unique)]
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Whether the scheduler runs it.
+    pub enabled: bool,
+    /// The configuration as JSON text (portable: never queried in SQL).
+    pub configuration: String,
+    /// Seconds between scheduled runs; the database checks it is positive.
+    pub run_interval_secs: i64,
+    /// When the last run ended.
+    pub last_run_at: Option<DateTimeUtc>,
+    /// `success` or `failed`; the database checks it.
+    pub last_run_status: Option<String>,
+    /// The run that holds the flow while one runs: the claim that keeps a flow from running twice at once.
+    pub active_run_id: Option<i64>,
+    /// Creation time.
+    pub created_at: DateTimeUtc,
+    /// Last change.
+    pub updated_at: DateTimeUtc,
+}
+
+/// Relations of `data_flows`.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {
+    /// Its runs.
+    #[sea_orm(has_many = "super::data_flow_run::Entity")]
+    Runs,
+}
+
+impl Related<super::data_flow_run::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Runs.def()
+    }
+}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,17 @@
+//! flowrun's adapters: the SeaORM repositories ([`SeaOrmDataFlowRepository`], [`SeaOrmRunRepository`]) for
+//! SQLite, PostgreSQL and MySQL/MariaDB, connection and migration ([`connect`], [`migrate`]), and the
+//! [`SystemClock`]. SeaORM types never leave this crate's public API except the connection handle.
+
+mod clock;
+mod db;
+pub mod entity;
+mod flows_repo;
+mod mapping;
+mod runs_repo;
+pub mod text;
+
+pub use clock::SystemClock;
+pub use db::{Backend, ConnectError, ConnectSettings, connect, is_migrated, mask_url, migrate};
+pub use flows_repo::SeaOrmDataFlowRepository;
+pub use runs_repo::{SeaOrmRunRepository, execute_unprepared};
+pub use sea_orm::DatabaseConnection;

@@ -1,0 +1,17 @@
+//! flowrun's database schema: the only place it is defined. Applied with [`Migrator::up`]; applying it
+//! again is a no-op.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261126_000001_create_data_flows;
+
+/// Every migration of flowrun, in order.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261126_000001_create_data_flows::Migration)]
+    }
+}
