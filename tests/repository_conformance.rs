@@ -1,0 +1,600 @@
+//! One suite for the repository adapters, run on every configured backend (SQLite always; PostgreSQL and
+//! MariaDB when their URLs are set). Every backend must behave identically.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use flowrun_app::App;
+use flowrun_domain::{
+    CreateDataFlowError, DataFlow, DataFlowId, FinishRunError, FlowName, LeaseOwner, NewDataFlow, RunFilter,
+    RunId, RunInterval, RunOutcome, RunStatus, StartRun, StartRunError,
+};
+use flowrun_tests::{Kind, TestDatabase, fresh_databases, open};
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::json;
+
+fn t(secs: i64) -> DateTime<Utc> {
+    // Microseconds on purpose: every backend must keep them.
+    Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0)
+        .single()
+        .expect("valid")
+        + Duration::seconds(secs)
+        + Duration::microseconds(123_456)
+}
+
+async fn create(app: &App, name: &str, config: serde_json::Value) -> DataFlow {
+    let new = NewDataFlow::new(
+        FlowName::parse(name).expect("name"),
+        "d",
+        true,
+        config,
+        RunInterval::DEFAULT,
+    )
+    .expect("valid flow");
+    app.flows.create(new, t(0)).await.expect("created")
+}
+
+fn start(flow: &DataFlow, at: DateTime<Utc>) -> StartRun {
+    StartRun {
+        data_flow_id: flow.id,
+        started_at: at,
+        lease_owner: LeaseOwner::new("host:1"),
+        lease_expires_at: at + Duration::seconds(60),
+        due_cutoff: None,
+    }
+}
+
+async fn each_backend(mut scenario: impl AsyncFnMut(&TestDatabase, App, &'static str)) {
+    for db in fresh_databases().await {
+        let app = open(&db).await;
+        scenario(&db, app, db.kind.name()).await;
+    }
+}
+
+#[tokio::test]
+async fn flows_are_created_found_listed_toggled_and_deleted() {
+    each_backend(async |_, app, k| {
+        let flow = create(&app, "b-flow", json!({"class_name": "Noop", "x": [1, 2]})).await;
+        create(&app, "a-flow", json!("Noop")).await;
+        let found = app
+            .flows
+            .find_by_name("b-flow")
+            .await
+            .expect("query")
+            .expect("found");
+        assert_eq!(found, flow, "{k}: reads back what was written");
+        assert_eq!(
+            app.flows.find_by_id(flow.id).await.expect("query"),
+            Some(flow.clone()),
+            "{k}"
+        );
+        let names: Vec<String> = app
+            .flows
+            .list()
+            .await
+            .expect("list")
+            .iter()
+            .map(|f| f.name.to_string())
+            .collect();
+        assert_eq!(names, ["a-flow", "b-flow"], "{k}: listed by name");
+        let disabled = app
+            .flows
+            .set_enabled("b-flow", false, t(1))
+            .await
+            .expect("toggle")
+            .expect("exists");
+        assert!(!disabled.enabled, "{k}");
+        assert_eq!(disabled.updated_at, t(1), "{k}");
+        assert_eq!(
+            app.flows.set_enabled("nope", false, t(1)).await.expect("toggle"),
+            None,
+            "{k}"
+        );
+        assert!(app.flows.delete("b-flow").await.expect("delete"), "{k}");
+        assert!(!app.flows.delete("b-flow").await.expect("delete"), "{k}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn duplicate_names_are_refused_as_duplicates() {
+    each_backend(async |_, app, k| {
+        create(&app, "dup", json!("Noop")).await;
+        let again = NewDataFlow::new(
+            FlowName::parse("dup").expect("name"),
+            "",
+            true,
+            json!("Noop"),
+            RunInterval::DEFAULT,
+        )
+        .expect("valid");
+        let error = app.flows.create(again, t(0)).await.expect_err("duplicate");
+        assert!(
+            matches!(error, CreateDataFlowError::Duplicate(_)),
+            "{k}: {error:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn names_compare_exactly_on_every_backend() {
+    each_backend(async |_, app, k| {
+        create(&app, "Report", json!("Noop")).await;
+        create(&app, "report", json!("Noop")).await;
+        assert_eq!(
+            app.flows.list().await.expect("list").len(),
+            2,
+            "{k}: names are case-sensitive"
+        );
+        create(&app, "çà🦀", json!("Noop")).await;
+        assert!(
+            app.flows.find_by_name("çà🦀").await.expect("query").is_some(),
+            "{k}: any Unicode"
+        );
+    })
+    .await;
+}
+
+/// Installs triggers that log every status a run row takes, to observe the steps inside a transaction.
+async fn log_status_changes(app: &App, kind: Kind) {
+    let db = app.connection();
+    let backend = db.get_database_backend();
+    let statements: Vec<&str> = match kind {
+        Kind::Sqlite => vec![
+            "CREATE TABLE status_log (seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id BIGINT, status TEXT)",
+            "CREATE TRIGGER log_insert AFTER INSERT ON data_flow_runs BEGIN INSERT INTO status_log (run_id, status) VALUES (NEW.id, NEW.status); END",
+            "CREATE TRIGGER log_update AFTER UPDATE OF status ON data_flow_runs BEGIN INSERT INTO status_log (run_id, status) VALUES (NEW.id, NEW.status); END",
+        ],
+        Kind::Postgres => vec![
+            "CREATE TABLE status_log (seq BIGSERIAL PRIMARY KEY, run_id BIGINT, status TEXT)",
+            "CREATE FUNCTION log_status() RETURNS trigger AS $$ BEGIN INSERT INTO status_log (run_id, status) VALUES (NEW.id, NEW.status); RETURN NEW; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER log_insert AFTER INSERT ON data_flow_runs FOR EACH ROW EXECUTE FUNCTION log_status()",
+            "CREATE TRIGGER log_update AFTER UPDATE OF status ON data_flow_runs FOR EACH ROW EXECUTE FUNCTION log_status()",
+        ],
+        Kind::MySql => vec![
+            "CREATE TABLE status_log (seq BIGINT AUTO_INCREMENT PRIMARY KEY, run_id BIGINT, status VARCHAR(16))",
+            "CREATE TRIGGER log_insert AFTER INSERT ON data_flow_runs FOR EACH ROW INSERT INTO status_log (run_id, status) VALUES (NEW.id, NEW.status)",
+            "CREATE TRIGGER log_update AFTER UPDATE ON data_flow_runs FOR EACH ROW INSERT INTO status_log (run_id, status) VALUES (NEW.id, NEW.status)",
+        ],
+    };
+    for sql in statements {
+        db.execute_raw(Statement::from_string(backend, sql))
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+async fn status_log(app: &App) -> Vec<String> {
+    let db = app.connection();
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT status FROM status_log ORDER BY seq",
+        ))
+        .await
+        .expect("read the log");
+    rows.iter()
+        .map(|row| row.try_get::<String>("", "status").expect("status"))
+        .collect()
+}
+
+#[tokio::test]
+async fn req2_1_and_req2_3_a_run_is_inserted_pending_then_moved_to_in_progress_in_one_step() {
+    each_backend(async |db, app, k| {
+        log_status_changes(&app, db.kind).await;
+        let flow = create(&app, "f", json!("Noop")).await;
+        let run = app.runs.start_run(start(&flow, t(10))).await.expect("started");
+        assert_eq!(run.status, RunStatus::InProgress, "{k}");
+        assert_eq!(status_log(&app).await, ["pending", "in_progress"], "{k}");
+        app.runs
+            .finish_run(run.id, flow.id, RunOutcome::success(t(11)))
+            .await
+            .expect("finished");
+        assert_eq!(
+            status_log(&app).await,
+            ["pending", "in_progress", "success"],
+            "{k}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn req2_2_req2_4_req4_5_started_runs_are_stored_with_their_flow_and_exact_utc_timestamps() {
+    each_backend(async |_, app, k| {
+        let flow = create(&app, "f", json!("Noop")).await;
+        let run = app.runs.start_run(start(&flow, t(10))).await.expect("started");
+        let stored = app.runs.find_run(run.id).await.expect("query").expect("found");
+        assert_eq!(stored.run, run, "{k}: what start_run returns is what is stored");
+        assert_eq!(stored.flow_name, "f", "{k}");
+        assert_eq!(stored.run.data_flow_id, flow.id, "{k}");
+        assert_eq!(stored.run.started_at, t(10), "{k}: microseconds round-trip");
+        assert_eq!(stored.run.lease_owner.as_deref(), Some("host:1"), "{k}");
+        let reread = app
+            .flows
+            .find_by_id(flow.id)
+            .await
+            .expect("query")
+            .expect("found");
+        assert_eq!(reread.created_at, t(0), "{k}");
+        assert_eq!(reread.created_at.timezone(), Utc, "{k}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn req4_1_to_req4_5_success_is_persisted_on_the_run_and_the_flow() {
+    each_backend(async |_, app, k| {
+        let flow = create(&app, "f", json!("Noop")).await;
+        let run = app.runs.start_run(start(&flow, t(10))).await.expect("started");
+        app.runs
+            .finish_run(run.id, flow.id, RunOutcome::success(t(12)))
+            .await
+            .expect("finished");
+        let stored = app
+            .runs
+            .find_run(run.id)
+            .await
+            .expect("query")
+            .expect("found")
+            .run;
+        assert_eq!(stored.status, RunStatus::Success, "{k}");
+        assert_eq!(stored.ended_at, Some(t(12)), "{k}");
+        assert_eq!(stored.error_message, None, "{k}");
+        let flow = app
+            .flows
+            .find_by_id(flow.id)
+            .await
+            .expect("query")
+            .expect("found");
+        assert_eq!(flow.last_run_at, Some(t(12)), "{k}");
+        assert_eq!(flow.last_run_status.map(|s| s.as_str()), Some("success"), "{k}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn req5_failure_details_are_persisted_whatever_the_text_contains() {
+    each_backend(async |_, app, k| {
+        let flow = create(&app, "f", json!("Noop")).await;
+        let cases = [
+            "nul \0 inside".to_owned(),
+            format!("huge {}", "x".repeat(1024 * 1024)),
+            "unicode é🦀\u{FFFD}".to_owned(),
+        ];
+        for message in cases {
+            let run = app.runs.start_run(start(&flow, t(10))).await.expect("started");
+            let outcome = RunOutcome::failure(t(13), message.clone(), format!("trace for {message}"));
+            app.runs
+                .finish_run(run.id, flow.id, outcome)
+                .await
+                .unwrap_or_else(|e| panic!("{k}: {e}"));
+            let stored = app
+                .runs
+                .find_run(run.id)
+                .await
+                .expect("query")
+                .expect("found")
+                .run;
+            assert_eq!(stored.status, RunStatus::Failed, "{k}");
+            assert_eq!(stored.ended_at, Some(t(13)), "{k}");
+            let stored_message = stored.error_message.expect("message");
+            let prefix: String = message.replace('\0', "\u{FFFD}").chars().take(200).collect();
+            assert!(
+                stored_message.starts_with(&prefix),
+                "{k}: stored message starts with the original"
+            );
+            assert!(
+                stored_message.len() <= flowrun_infra::text::MAX_ERROR_MESSAGE_BYTES,
+                "{k}"
+            );
+            assert!(
+                stored
+                    .error_backtrace
+                    .expect("backtrace")
+                    .starts_with("trace for"),
+                "{k}"
+            );
+        }
+        let flow = app
+            .flows
+            .find_by_id(flow.id)
+            .await
+            .expect("query")
+            .expect("found");
+        assert_eq!(flow.last_run_status.map(|s| s.as_str()), Some("failed"), "{k}");
+        assert_eq!(flow.last_run_at, Some(t(13)), "{k}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_flow_cannot_be_started_twice_at_once_and_is_free_again_after_finishing() {
+    each_backend(async |_, app, k| {
+        let flow = create(&app, "f", json!("Noop")).await;
+        let first = app.runs.start_run(start(&flow, t(10))).await.expect("started");
+        match app.runs.start_run(start(&flow, t(11))).await {
+            Err(StartRunError::Busy(active)) => {
+                assert_eq!(active.run_id, first.id, "{k}");
+                assert_eq!(active.started_at, t(10), "{k}");
+            }
+            other => panic!("{k}: expected Busy, got {other:?}"),
+        }
+        let runs = app
+            .runs
+            .list_runs(RunFilter {
+                limit: 10,
+                ..RunFilter::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(runs.len(), 1, "{k}: the refused start wrote nothing");
+        app.runs
+            .finish_run(first.id, flow.id, RunOutcome::success(t(12)))
+            .await
+            .expect("finished");
+        app.runs.start_run(start(&flow, t(13))).await.expect("free again");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn due_starts_are_refused_when_the_flow_ran_within_its_interval() {
+    each_backend(async |_, app, k| {
+        let flow = create(&app, "f", json!("Noop")).await;
+        let run = app.runs.start_run(start(&flow, t(10))).await.expect("started");
+        app.runs
+            .finish_run(run.id, flow.id, RunOutcome::success(t(20)))
+            .await
+            .expect("finished");
+        let mut due = start(&flow, t(30));
+        due.due_cutoff = Some(t(19));
+        assert!(
+            matches!(app.runs.start_run(due.clone()).await, Err(StartRunError::NotDue)),
+            "{k}"
+        );
+        due.due_cutoff = Some(t(20));
+        app.runs
+            .start_run(due)
+            .await
+            .unwrap_or_else(|e| panic!("{k}: due at the cutoff: {e}"));
+        let mut gone = start(&flow, t(40));
+        gone.data_flow_id = DataFlowId(999_999);
+        assert!(
+            matches!(app.runs.start_run(gone).await, Err(StartRunError::FlowNotFound)),
+            "{k}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn expired_runs_are_reaped_once_and_their_late_outcome_is_refused() {
+    each_backend(async |_, app, k| {
+        let flow = create(&app, "f", json!("Noop")).await;
+        let run = app.runs.start_run(start(&flow, t(10))).await.expect("started");
+        assert!(
+            app.runs.reap_expired(t(60), None).await.expect("reap").is_empty(),
+            "{k}: lease still valid"
+        );
+        assert!(app.runs.renew_lease(run.id, t(100)).await.expect("renew"), "{k}");
+        assert!(
+            app.runs.reap_expired(t(90), None).await.expect("reap").is_empty(),
+            "{k}: renewed"
+        );
+        let reaped = app.runs.reap_expired(t(101), None).await.expect("reap");
+        assert_eq!(reaped.len(), 1, "{k}");
+        let stored = app
+            .runs
+            .find_run(run.id)
+            .await
+            .expect("query")
+            .expect("found")
+            .run;
+        assert_eq!(stored.status, RunStatus::Failed, "{k}");
+        assert_eq!(stored.ended_at, Some(t(101)), "{k}");
+        let message = stored.error_message.expect("message");
+        assert!(
+            message.contains("abandoned") && message.contains("host:1"),
+            "{k}: {message}"
+        );
+        assert!(
+            app.runs
+                .reap_expired(t(200), None)
+                .await
+                .expect("reap")
+                .is_empty(),
+            "{k}: reaped once"
+        );
+        assert!(
+            !app.runs.renew_lease(run.id, t(300)).await.expect("renew"),
+            "{k}: no renewal after reap"
+        );
+        let late = app
+            .runs
+            .finish_run(run.id, flow.id, RunOutcome::success(t(300)))
+            .await;
+        assert!(
+            matches!(late, Err(FinishRunError::NotInProgress { .. })),
+            "{k}: {late:?}"
+        );
+        let flow = app
+            .flows
+            .find_by_id(flow.id)
+            .await
+            .expect("query")
+            .expect("found");
+        assert_eq!(flow.last_run_status.map(|s| s.as_str()), Some("failed"), "{k}");
+        assert_eq!(flow.last_run_at, Some(t(101)), "{k}");
+        app.runs
+            .start_run(start(&flow, t(301)))
+            .await
+            .expect("free after the reap");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn history_is_listed_newest_first_with_filters_and_limit() {
+    each_backend(async |_, app, k| {
+        let a = create(&app, "a", json!("Noop")).await;
+        let b = create(&app, "b", json!("Noop")).await;
+        let mut ids = Vec::new();
+        for (i, flow) in [&a, &b, &a].into_iter().enumerate() {
+            let run = app
+                .runs
+                .start_run(start(flow, t(i as i64)))
+                .await
+                .expect("started");
+            let outcome = if i == 1 {
+                RunOutcome::failure(t(50), "x".into(), "y".into())
+            } else {
+                RunOutcome::success(t(50))
+            };
+            app.runs
+                .finish_run(run.id, flow.id, outcome)
+                .await
+                .expect("finished");
+            ids.push(run.id);
+        }
+        let all = app
+            .runs
+            .list_runs(RunFilter {
+                limit: 10,
+                ..RunFilter::default()
+            })
+            .await
+            .expect("list");
+        let listed: Vec<RunId> = all.iter().map(|r| r.run.id).collect();
+        assert_eq!(listed, [ids[2], ids[1], ids[0]], "{k}: newest first");
+        let of_a = app
+            .runs
+            .list_runs(RunFilter {
+                data_flow_id: Some(a.id),
+                limit: 10,
+                ..RunFilter::default()
+            })
+            .await
+            .expect("list");
+        assert!(of_a.iter().all(|r| r.flow_name == "a") && of_a.len() == 2, "{k}");
+        let failed = app
+            .runs
+            .list_runs(RunFilter {
+                status: Some(RunStatus::Failed),
+                limit: 10,
+                ..RunFilter::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(failed.len(), 1, "{k}");
+        assert_eq!(failed[0].flow_name, "b", "{k}");
+        let one = app
+            .runs
+            .list_runs(RunFilter {
+                limit: 1,
+                ..RunFilter::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(one.len(), 1, "{k}");
+        assert!(
+            app.runs.find_run(RunId(123_456)).await.expect("query").is_none(),
+            "{k}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deleting_a_flow_deletes_its_runs() {
+    each_backend(async |_, app, k| {
+        let flow = create(&app, "f", json!("Noop")).await;
+        let run = app.runs.start_run(start(&flow, t(1))).await.expect("started");
+        app.runs
+            .finish_run(run.id, flow.id, RunOutcome::success(t(2)))
+            .await
+            .expect("finished");
+        app.flows.delete("f").await.expect("delete");
+        assert!(
+            app.runs.find_run(run.id).await.expect("query").is_none(),
+            "{k}: cascaded"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn due_flows_are_enabled_idle_and_past_their_interval() {
+    each_backend(async |_, app, k| {
+        let never = create(&app, "never-ran", json!("Noop")).await;
+        let recent = create(&app, "recent", json!("Noop")).await;
+        let old = create(&app, "old", json!("Noop")).await;
+        let off = create(&app, "off", json!("Noop")).await;
+        app.flows.set_enabled("off", false, t(0)).await.expect("toggle");
+        for (flow, ended) in [(&recent, t(3000)), (&old, t(10))] {
+            let run = app.runs.start_run(start(flow, t(1))).await.expect("started");
+            app.runs
+                .finish_run(run.id, flow.id, RunOutcome::success(ended))
+                .await
+                .expect("finished");
+        }
+        let running = create(&app, "running", json!("Noop")).await;
+        app.runs.start_run(start(&running, t(1))).await.expect("started");
+        let due: Vec<String> = app
+            .flows
+            .list_due(t(3700))
+            .await
+            .expect("due")
+            .iter()
+            .map(|f| f.name.to_string())
+            .collect();
+        assert_eq!(due, ["never-ran", "old"], "{k}");
+        let _ = (never, off);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_database_enforces_statuses_and_positive_intervals() {
+    each_backend(async |_, app, k| {
+        let flow = create(&app, "f", json!("Noop")).await;
+        let db = app.connection();
+        let backend = db.get_database_backend();
+        let bad_status = format!(
+            "UPDATE data_flows SET last_run_status = 'running' WHERE id = {}",
+            flow.id
+        );
+        assert!(
+            db.execute_raw(Statement::from_string(backend, bad_status))
+                .await
+                .is_err(),
+            "{k}: CHECK on status"
+        );
+        let bad_interval = format!(
+            "UPDATE data_flows SET run_interval_secs = 0 WHERE id = {}",
+            flow.id
+        );
+        assert!(
+            db.execute_raw(Statement::from_string(backend, bad_interval))
+                .await
+                .is_err(),
+            "{k}: CHECK on interval"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn migrating_again_is_a_no_op() {
+    each_backend(async |db, app, k| {
+        create(&app, "kept", json!("Noop")).await;
+        flowrun_infra::migrate(app.connection(), &db.url)
+            .await
+            .unwrap_or_else(|e| panic!("{k}: {e}"));
+        let again = open(db).await;
+        assert!(
+            again.flows.find_by_name("kept").await.expect("query").is_some(),
+            "{k}"
+        );
+    })
+    .await;
+}

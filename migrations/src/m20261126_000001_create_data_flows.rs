@@ -73,15 +73,28 @@ fn long_text(backend: DatabaseBackend, column: impl IntoIden) -> ColumnDef {
     def
 }
 
+// sea-orm-migration's trait elides SchemaManager's lifetime; spelling it out breaks async-trait's expansion.
+#[allow(elided_lifetimes_in_paths)]
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager<'_>) -> Result<(), DbErr> {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let backend = manager.get_database_backend();
         manager
             .create_table(
                 table(backend, DataFlows::Table)
-                    .col(ColumnDef::new(DataFlows::Id).big_integer().not_null().auto_increment().primary_key())
-                    .col(ColumnDef::new(DataFlows::Name).string_len(200).not_null().unique_key())
+                    .col(
+                        ColumnDef::new(DataFlows::Id)
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(DataFlows::Name)
+                            .string_len(200)
+                            .not_null()
+                            .unique_key(),
+                    )
                     .col(long_text(backend, DataFlows::Description).not_null())
                     .col(ColumnDef::new(DataFlows::Enabled).boolean().not_null())
                     .col(long_text(backend, DataFlows::Configuration).not_null())
@@ -118,13 +131,24 @@ impl MigrationTrait for Migration {
         manager
             .create_table(
                 table(backend, DataFlowRuns::Table)
-                    .col(ColumnDef::new(DataFlowRuns::Id).big_integer().not_null().auto_increment().primary_key())
+                    .col(
+                        ColumnDef::new(DataFlowRuns::Id)
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(DataFlowRuns::DataFlowId).big_integer().not_null())
                     .col(
                         ColumnDef::new(DataFlowRuns::Status)
                             .string_len(16)
                             .not_null()
-                            .check(Expr::col(DataFlowRuns::Status).is_in(["pending", "in_progress", "success", "failed"])),
+                            .check(Expr::col(DataFlowRuns::Status).is_in([
+                                "pending",
+                                "in_progress",
+                                "success",
+                                "failed",
+                            ])),
                     )
                     .col(timestamp(backend, DataFlowRuns::StartedAt).not_null())
                     .col(timestamp(backend, DataFlowRuns::EndedAt).null())
@@ -168,8 +192,12 @@ impl MigrationTrait for Migration {
             .await
     }
 
-    async fn down(&self, manager: &SchemaManager<'_>) -> Result<(), DbErr> {
-        manager.drop_table(Table::drop().table(DataFlowRuns::Table).to_owned()).await?;
-        manager.drop_table(Table::drop().table(DataFlows::Table).to_owned()).await
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(DataFlowRuns::Table).to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(DataFlows::Table).to_owned())
+            .await
     }
 }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flowrun_domain::{
-    ClassRegistry, Clock, DataFlowRepository, FlowExecutor, LeaseOwner, LeaseSettings, RunRepository, Scheduler,
+    ClassRegistry, Clock, DataFlowRepository, FlowExecutor, LeaseOwner, LeaseSettings, RunRepository,
+    Scheduler,
 };
 use flowrun_infra::{
     Backend, ConnectSettings, DatabaseConnection, SeaOrmDataFlowRepository, SeaOrmRunRepository, SystemClock,
@@ -150,7 +151,11 @@ impl std::fmt::Debug for App {
 
 impl App {
     /// Connects, migrates according to `policy`, and wires the services with `registry`.
-    pub async fn open(settings: &Settings, registry: ClassRegistry, policy: MigratePolicy) -> Result<Self, AppError> {
+    pub async fn open(
+        settings: &Settings,
+        registry: ClassRegistry,
+        policy: MigratePolicy,
+    ) -> Result<Self, AppError> {
         let masked_url = mask_url(&settings.database_url);
         let backend = Backend::from_url(&settings.database_url)?;
         let connect_settings = ConnectSettings {
@@ -162,10 +167,12 @@ impl App {
         if policy == MigratePolicy::Always || backend == Backend::Sqlite {
             flowrun_infra::migrate(&db, &settings.database_url).await?;
         } else {
-            let migrated = flowrun_infra::is_migrated(&db).await.map_err(|e| AppError::Schema {
-                url: masked_url.clone(),
-                reason: e.to_string(),
-            })?;
+            let migrated = flowrun_infra::is_migrated(&db)
+                .await
+                .map_err(|e| AppError::Schema {
+                    url: masked_url.clone(),
+                    reason: e.to_string(),
+                })?;
             if !migrated {
                 return Err(AppError::NotMigrated { url: masked_url });
             }
@@ -193,7 +200,12 @@ impl App {
                 owner: lease_owner(),
             },
         );
-        let scheduler = Scheduler::new(Arc::clone(&flows), Arc::clone(&runs), executor.clone(), Arc::clone(&clock));
+        let scheduler = Scheduler::new(
+            Arc::clone(&flows),
+            Arc::clone(&runs),
+            executor.clone(),
+            Arc::clone(&clock),
+        );
         Self {
             db,
             backend,
@@ -244,6 +256,9 @@ mod tests {
     #[test]
     fn builtins_are_registered() {
         use flowrun_domain::FlowRegistry;
-        assert_eq!(builtin_registry().class_names(), ["Fail", "Noop", "Panic", "Sleep"]);
+        assert_eq!(
+            builtin_registry().class_names(),
+            ["Fail", "Noop", "Panic", "Sleep"]
+        );
     }
 }

@@ -288,7 +288,11 @@ async fn dispatch(cli: Cli) -> Outcome {
         }
         Command::Heartbeat { json } => {
             let app = open(&url, MigratePolicy::SqliteOnly).await?;
-            let report = app.scheduler.run_cycle().await.map_err(|e| Failure::Infra(e.into()))?;
+            let report = app
+                .scheduler
+                .run_cycle()
+                .await
+                .map_err(|e| Failure::Infra(e.into()))?;
             if json {
                 print_json(&heartbeat_json(&report));
             } else {
@@ -297,7 +301,11 @@ async fn dispatch(cli: Cli) -> Outcome {
                     report.flows_due,
                     report.flows_triggered,
                     report.flows_failed,
-                    if report.runs_reaped > 0 { format!(", {} abandoned runs closed", report.runs_reaped) } else { String::new() }
+                    if report.runs_reaped > 0 {
+                        format!(", {} abandoned runs closed", report.runs_reaped)
+                    } else {
+                        String::new()
+                    }
                 );
             }
             Ok(())
@@ -316,7 +324,10 @@ async fn find_flow(app: &App, name: &str) -> Result<DataFlow, Failure> {
 fn configuration(class: &str, config: Option<&str>, registry: &dyn FlowRegistry) -> Result<Value, Failure> {
     let known = registry.class_names();
     if !known.iter().any(|k| k == class) {
-        return Err(Failure::Usage(format!("unknown flow class `{class}` (registered: {})", known.join(", "))));
+        return Err(Failure::Usage(format!(
+            "unknown flow class `{class}` (registered: {})",
+            known.join(", ")
+        )));
     }
     let mut object = match config {
         None => Map::new(),
@@ -350,20 +361,36 @@ fn configuration(class: &str, config: Option<&str>, registry: &dyn FlowRegistry)
 async fn flow_command(app: &App, command: FlowCommand) -> Outcome {
     let style = Style::stdout();
     match command {
-        FlowCommand::Create { name, class, config, interval, description, disabled, json } => {
+        FlowCommand::Create {
+            name,
+            class,
+            config,
+            interval,
+            description,
+            disabled,
+            json,
+        } => {
             let name = FlowName::parse(&name).map_err(|e| Failure::Usage(e.to_string()))?;
             let interval = RunInterval::from_secs(interval).map_err(|e| Failure::Usage(e.to_string()))?;
             let configuration = configuration(&class, config.as_deref(), app.executor.registry())?;
             let new = NewDataFlow::new(name, description, !disabled, configuration, interval)
                 .map_err(|e| Failure::Usage(e.to_string()))?;
-            let flow = app.flows.create(new, app.clock.now()).await.map_err(|error| match error {
-                CreateDataFlowError::Duplicate(_) => Failure::Usage(error.to_string()),
-                CreateDataFlowError::Repository(e) => e.into(),
-            })?;
+            let flow = app
+                .flows
+                .create(new, app.clock.now())
+                .await
+                .map_err(|error| match error {
+                    CreateDataFlowError::Duplicate(_) => Failure::Usage(error.to_string()),
+                    CreateDataFlowError::Repository(e) => e.into(),
+                })?;
             if json {
                 print_json(&flow_json(&flow));
             } else {
-                println!("created data flow {} (id {})", style.bold(flow.name.as_str()), flow.id);
+                println!(
+                    "created data flow {} (id {})",
+                    style.bold(flow.name.as_str()),
+                    flow.id
+                );
             }
             Ok(())
         }
@@ -393,7 +420,10 @@ async fn flow_command(app: &App, command: FlowCommand) -> Outcome {
             if json {
                 print_json(&serde_json::json!({ "deleted": flow.name.as_str() }));
             } else {
-                println!("deleted data flow {} and its runs", style.bold(flow.name.as_str()));
+                println!(
+                    "deleted data flow {} and its runs",
+                    style.bold(flow.name.as_str())
+                );
             }
             Ok(())
         }
@@ -410,14 +440,19 @@ async fn set_enabled(app: &App, name: &str, enabled: bool, json: bool) -> Outcom
     if json {
         print_json(&flow_json(&flow));
     } else {
-        println!("{} is {}", flow.name, if enabled { "enabled" } else { "disabled" });
+        println!(
+            "{} is {}",
+            flow.name,
+            if enabled { "enabled" } else { "disabled" }
+        );
     }
     Ok(())
 }
 
 async fn run_command(app: &App, name: &str, json: bool) -> Outcome {
     let flow = find_flow(app, name).await?;
-    let spinner = (!json && std::io::stderr().is_terminal()).then(|| output::Spinner::start(flow.name.to_string()));
+    let spinner =
+        (!json && std::io::stderr().is_terminal()).then(|| output::Spinner::start(flow.name.to_string()));
     let started = Instant::now();
     let result = app.executor.execute(&flow).await;
     if let Some(spinner) = spinner {
@@ -453,7 +488,10 @@ async fn run_command(app: &App, name: &str, json: bool) -> Outcome {
         }
         Err(error @ ExecuteError::AlreadyRunning { .. }) => Err(Failure::AlreadyRunning(error.to_string())),
         Err(error) => {
-            let run = error.run_id().map(|id| format!(" (run {id})")).unwrap_or_default();
+            let run = error
+                .run_id()
+                .map(|id| format!(" (run {id})"))
+                .unwrap_or_default();
             Err(Failure::Infra(anyhow!("{error}{run}")))
         }
     }
@@ -480,7 +518,10 @@ async fn runs_command(app: &App, args: RunsArgs) -> Outcome {
             if json {
                 print_json(&serde_json::json!({ "reaped": reaped }));
             } else {
-                println!("closed {reaped} abandoned run{}", if reaped == 1 { "" } else { "s" });
+                println!(
+                    "closed {reaped} abandoned run{}",
+                    if reaped == 1 { "" } else { "s" }
+                );
             }
             Ok(())
         }
@@ -497,10 +538,16 @@ async fn runs_command(app: &App, args: RunsArgs) -> Outcome {
             };
             let records = app
                 .runs
-                .list_runs(RunFilter { data_flow_id, status, limit: args.limit })
+                .list_runs(RunFilter {
+                    data_flow_id,
+                    status,
+                    limit: args.limit,
+                })
                 .await?;
             if args.json {
-                print_json(&Value::Array(records.iter().map(|r| run_json(&r.run, &r.flow_name)).collect()));
+                print_json(&Value::Array(
+                    records.iter().map(|r| run_json(&r.run, &r.flow_name)).collect(),
+                ));
             } else {
                 output::print_runs(&records, app.clock.now(), &style);
             }

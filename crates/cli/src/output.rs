@@ -16,7 +16,9 @@ pub fn print_json(value: &Value) {
 }
 
 fn timestamp(at: Option<DateTime<Utc>>) -> Value {
-    at.map_or(Value::Null, |at| Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)))
+    at.map_or(Value::Null, |at| {
+        Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+    })
 }
 
 /// The contract's flow shape.
@@ -82,7 +84,9 @@ pub struct Style {
 impl Style {
     fn new(terminal: bool) -> Self {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        Self { colour: terminal && !no_color }
+        Self {
+            colour: terminal && !no_color,
+        }
     }
 
     /// For text on stdout.
@@ -151,7 +155,11 @@ pub fn relative(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
         3600..=86_399 => format!("{} h", amount / 3600),
         _ => format!("{} days", amount / 86_400),
     };
-    if future { format!("in {text}") } else { format!("{text} ago") }
+    if future {
+        format!("in {text}")
+    } else {
+        format!("{text} ago")
+    }
 }
 
 /// Prints rows as columns aligned to their widest cell (measured without colour codes).
@@ -211,26 +219,54 @@ pub fn print_flows(flows: &[DataFlow], now: DateTime<Utc>, style: &Style) {
                 cell(if flow.enabled { "yes" } else { "no" }),
                 cell(human_duration(flow.run_interval.as_duration())),
                 status_cell(flow.last_run_status.map(Into::into), style),
-                cell(flow.last_run_at.map_or_else(|| "never".to_owned(), |at| relative(at, now))),
+                cell(
+                    flow.last_run_at
+                        .map_or_else(|| "never".to_owned(), |at| relative(at, now)),
+                ),
             ]
         })
         .collect();
-    print_table(&["ID", "NAME", "CLASS", "ENABLED", "EVERY", "LAST STATUS", "LAST RUN"], &rows, style);
+    print_table(
+        &[
+            "ID",
+            "NAME",
+            "CLASS",
+            "ENABLED",
+            "EVERY",
+            "LAST STATUS",
+            "LAST RUN",
+        ],
+        &rows,
+        style,
+    );
 }
 
 /// The `flow show` view.
 pub fn print_flow(flow: &DataFlow, now: DateTime<Utc>, style: &Style) {
-    let last_run = flow
-        .last_run_at
-        .map_or_else(|| "never".to_owned(), |at| format!("{} ({})", at.to_rfc3339(), relative(at, now)));
+    let last_run = flow.last_run_at.map_or_else(
+        || "never".to_owned(),
+        |at| format!("{} ({})", at.to_rfc3339(), relative(at, now)),
+    );
     let status = flow
         .last_run_status
         .map_or_else(|| "-".to_owned(), |s| style.status(s.into()));
     println!("{}  {}", style.bold("name:       "), flow.name);
     println!("{}  {}", style.bold("id:         "), flow.id);
-    println!("{}  {}", style.bold("class:      "), flow.flow_class().unwrap_or("(none)"));
-    println!("{}  {}", style.bold("enabled:    "), if flow.enabled { "yes" } else { "no" });
-    println!("{}  {}", style.bold("every:      "), human_duration(flow.run_interval.as_duration()));
+    println!(
+        "{}  {}",
+        style.bold("class:      "),
+        flow.flow_class().unwrap_or("(none)")
+    );
+    println!(
+        "{}  {}",
+        style.bold("enabled:    "),
+        if flow.enabled { "yes" } else { "no" }
+    );
+    println!(
+        "{}  {}",
+        style.bold("every:      "),
+        human_duration(flow.run_interval.as_duration())
+    );
     println!("{}  {last_run}", style.bold("last run:   "));
     println!("{}  {status}", style.bold("last status:"));
     if !flow.description.is_empty() {
@@ -264,7 +300,11 @@ pub fn print_runs(records: &[RunRecord], now: DateTime<Utc>, style: &Style) {
             ]
         })
         .collect();
-    print_table(&["ID", "FLOW", "STATUS", "STARTED", "TOOK", "ERROR"], &rows, style);
+    print_table(
+        &["ID", "FLOW", "STATUS", "STARTED", "TOOK", "ERROR"],
+        &rows,
+        style,
+    );
 }
 
 fn first_line(text: &str, max: usize) -> String {
@@ -280,12 +320,26 @@ fn first_line(text: &str, max: usize) -> String {
 pub fn print_run(record: &RunRecord, now: DateTime<Utc>, style: &Style) {
     let run = &record.run;
     println!("{}  {}", style.bold("run:     "), run.id);
-    println!("{}  {} (id {})", style.bold("flow:    "), record.flow_name, run.data_flow_id);
+    println!(
+        "{}  {} (id {})",
+        style.bold("flow:    "),
+        record.flow_name,
+        run.data_flow_id
+    );
     println!("{}  {}", style.bold("status:  "), style.status(run.status));
-    println!("{}  {} ({})", style.bold("started: "), run.started_at.to_rfc3339(), relative(run.started_at, now));
+    println!(
+        "{}  {} ({})",
+        style.bold("started: "),
+        run.started_at.to_rfc3339(),
+        relative(run.started_at, now)
+    );
     if let Some(ended) = run.ended_at {
         println!("{}  {}", style.bold("ended:   "), ended.to_rfc3339());
-        println!("{}  {}", style.bold("took:    "), human_duration(ended - run.started_at));
+        println!(
+            "{}  {}",
+            style.bold("took:    "),
+            human_duration(ended - run.started_at)
+        );
     }
     if run.status == RunStatus::InProgress {
         if let Some(owner) = &run.lease_owner {

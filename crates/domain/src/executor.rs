@@ -160,7 +160,10 @@ pub enum ExecuteError {
     },
     /// The run was reaped (its lease expired while this process stalled) before it ended; its late outcome
     /// was refused and not written.
-    #[error("run {run_id} {} after it had been closed as abandoned; the late outcome was not recorded", describe(failure))]
+    #[error(
+        "run {run_id} {} after it had been closed as abandoned; the late outcome was not recorded",
+        describe(failure)
+    )]
     Superseded {
         /// The run, as the reaper closed it.
         run_id: RunId,
@@ -232,7 +235,9 @@ pub struct FlowExecutor {
 
 impl fmt::Debug for FlowExecutor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FlowExecutor").field("lease", &self.lease).finish_non_exhaustive()
+        f.debug_struct("FlowExecutor")
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
     }
 }
 
@@ -268,7 +273,9 @@ impl FlowExecutor {
         data_flow: &DataFlow,
         now: DateTime<Utc>,
     ) -> Result<DataFlowRun, ExecuteError> {
-        Execution::new(self, data_flow, Some(data_flow.due_cutoff(now))).execute().await
+        Execution::new(self, data_flow, Some(data_flow.due_cutoff(now)))
+            .execute()
+            .await
     }
 
     /// The registry the executor builds flows from.
@@ -323,13 +330,20 @@ impl<'a> Execution<'a> {
                 Ok(run) => return Ok(run),
                 Err(StartRunError::Busy(active)) => active,
                 Err(StartRunError::NotDue) => {
-                    return Err(ExecuteError::NotDue { flow: self.flow_name() });
+                    return Err(ExecuteError::NotDue {
+                        flow: self.flow_name(),
+                    });
                 }
                 Err(StartRunError::FlowNotFound) => {
-                    return Err(ExecuteError::FlowNotFound { flow: self.flow_name() });
+                    return Err(ExecuteError::FlowNotFound {
+                        flow: self.flow_name(),
+                    });
                 }
                 Err(StartRunError::Repository(source)) => {
-                    return Err(ExecuteError::Start { flow: self.flow_name(), source });
+                    return Err(ExecuteError::Start {
+                        flow: self.flow_name(),
+                        source,
+                    });
                 }
             };
             let expired = active.lease_expires_at.is_none_or(|at| at < now);
@@ -343,7 +357,10 @@ impl<'a> Execution<'a> {
             reaped_once = true;
             runs.reap_expired(now, Some(self.data_flow.id))
                 .await
-                .map_err(|source| ExecuteError::Start { flow: self.flow_name(), source })?;
+                .map_err(|source| ExecuteError::Start {
+                    flow: self.flow_name(),
+                    source,
+                })?;
         }
     }
 
@@ -394,7 +411,11 @@ impl<'a> Execution<'a> {
     }
 
     /// Records the end on the run and the flow in one step, then hands the flow's failure back.
-    async fn record(&self, run: DataFlowRun, result: Result<(), FlowFailure>) -> Result<DataFlowRun, ExecuteError> {
+    async fn record(
+        &self,
+        run: DataFlowRun,
+        result: Result<(), FlowFailure>,
+    ) -> Result<DataFlowRun, ExecuteError> {
         let ended_at = self.executor.clock.now();
         let outcome = match &result {
             Ok(()) => RunOutcome::success(ended_at),
@@ -410,14 +431,20 @@ impl<'a> Execution<'a> {
             (Ok(()), Ok(())) => Ok(run.finished(&outcome)),
             (Ok(()), Err(failure)) => {
                 warn!(error = %failure, "flow failed");
-                Err(ExecuteError::Failed { run: Box::new(run.finished(&outcome)), failure })
+                Err(ExecuteError::Failed {
+                    run: Box::new(run.finished(&outcome)),
+                    failure,
+                })
             }
-            (Err(FinishRunError::NotInProgress { .. }), result) => {
-                Err(ExecuteError::Superseded { run_id, failure: result.err() })
-            }
-            (Err(FinishRunError::Repository(source)), result) => {
-                Err(ExecuteError::Record { run_id, failure: result.err(), source })
-            }
+            (Err(FinishRunError::NotInProgress { .. }), result) => Err(ExecuteError::Superseded {
+                run_id,
+                failure: result.err(),
+            }),
+            (Err(FinishRunError::Repository(source)), result) => Err(ExecuteError::Record {
+                run_id,
+                failure: result.err(),
+                source,
+            }),
         }
     }
 

@@ -26,7 +26,9 @@ const FLOW_ID: DataFlowId = DataFlowId(7);
 const RUN_ID: RunId = RunId(42);
 
 fn at(secs: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, secs).single().expect("valid time")
+    Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, secs)
+        .single()
+        .expect("valid time")
 }
 
 fn started() -> DateTime<Utc> {
@@ -170,20 +172,30 @@ impl Harness {
         let captured = Arc::new(Mutex::new(None));
         let slot = Arc::clone(&captured);
         let events = self.events.clone();
-        self.runs.expect_finish_run().times(1).returning(move |run_id, flow_id, outcome| {
-            events.push(format!("runs.finish_run({run_id}, {flow_id}, {})", outcome.status));
-            *slot.lock().expect("slot lock") = Some(outcome);
-            Ok(())
-        });
+        self.runs
+            .expect_finish_run()
+            .times(1)
+            .returning(move |run_id, flow_id, outcome| {
+                events.push(format!(
+                    "runs.finish_run({run_id}, {flow_id}, {})",
+                    outcome.status
+                ));
+                *slot.lock().expect("slot lock") = Some(outcome);
+                Ok(())
+            });
         captured
     }
 
     fn executor(self) -> (FlowExecutor, Events, Arc<AtomicUsize>) {
         let mut clock = MockClock::new();
         let times = Arc::clone(&self.times);
-        clock
-            .expect_now()
-            .returning(move || times.lock().expect("times lock").pop_front().unwrap_or_else(ended));
+        clock.expect_now().returning(move || {
+            times
+                .lock()
+                .expect("times lock")
+                .pop_front()
+                .unwrap_or_else(ended)
+        });
         let executor = FlowExecutor::new(
             Arc::new(self.runs),
             Arc::new(self.registry),
@@ -198,10 +210,15 @@ impl Harness {
 }
 
 fn captured(slot: &Arc<Mutex<Option<RunOutcome>>>) -> RunOutcome {
-    slot.lock().expect("slot lock").clone().expect("the end was recorded")
+    slot.lock()
+        .expect("slot lock")
+        .clone()
+        .expect("the end was recorded")
 }
 
-async fn run_successfully(configuration: Value) -> (Result<DataFlowRun, ExecuteError>, RunOutcome, Vec<String>) {
+async fn run_successfully(
+    configuration: Value,
+) -> (Result<DataFlowRun, ExecuteError>, RunOutcome, Vec<String>) {
     let mut h = Harness::new();
     h.expect_start();
     h.expect_build(|| Behaviour::Succeed);
@@ -238,12 +255,18 @@ async fn req1_2_each_call_creates_its_own_execution_for_its_data_flow() {
         log.lock().expect("lock").push(request.data_flow_id);
         Ok(in_progress_run(&request))
     });
-    h.registry.expect_build().times(2).returning(|_, _| Ok(Box::new(crate::executor_tests::Nothing)));
+    h.registry
+        .expect_build()
+        .times(2)
+        .returning(|_, _| Ok(Box::new(crate::executor_tests::Nothing)));
     h.runs.expect_finish_run().times(2).returning(|_, _, _| Ok(()));
     let (executor, _, _) = h.executor();
     let mut other = data_flow(json!("Copy"));
     other.id = DataFlowId(8);
-    executor.execute(&data_flow(json!("Copy"))).await.expect("first succeeds");
+    executor
+        .execute(&data_flow(json!("Copy")))
+        .await
+        .expect("first succeeds");
     executor.execute(&other).await.expect("second succeeds");
     assert_eq!(*seen.lock().expect("lock"), [FLOW_ID, DataFlowId(8)]);
 }
@@ -293,7 +316,10 @@ async fn req1_5_steps_complete_in_sequence() {
         .in_sequence(&mut seq)
         .returning(|_, _, _| Ok(()));
     let (executor, _, _) = h.executor();
-    executor.execute(&data_flow(json!("Copy"))).await.expect("succeeds");
+    executor
+        .execute(&data_flow(json!("Copy")))
+        .await
+        .expect("succeeds");
 }
 
 // Requirement 2: run records.
@@ -315,14 +341,20 @@ async fn req2_2_started_at_is_the_current_time_from_the_clock() {
     h.expect_build(|| Behaviour::Succeed);
     h.expect_finish();
     let (executor, _, _) = h.executor();
-    let run = executor.execute(&data_flow(json!("Copy"))).await.expect("succeeds");
+    let run = executor
+        .execute(&data_flow(json!("Copy")))
+        .await
+        .expect("succeeds");
     assert_eq!(run.started_at, started());
 }
 
 #[tokio::test]
 async fn req2_3_run_is_in_progress_before_the_flow_runs() {
     let (_, _, events) = run_successfully(json!({"class_name": "Copy"})).await;
-    let started = events.iter().position(|e| e == "runs.start_run").expect("started");
+    let started = events
+        .iter()
+        .position(|e| e == "runs.start_run")
+        .expect("started");
     let ran = events.iter().position(|e| e == "flow.run").expect("ran");
     assert!(started < ran, "{events:?}");
 }
@@ -342,7 +374,10 @@ async fn req2_4_run_is_associated_with_the_data_flow() {
         .times(1)
         .returning(|_, _, _| Ok(()));
     let (executor, _, _) = h.executor();
-    executor.execute(&data_flow(json!("Copy"))).await.expect("succeeds");
+    executor
+        .execute(&data_flow(json!("Copy")))
+        .await
+        .expect("succeeds");
 }
 
 #[tokio::test]
@@ -356,7 +391,10 @@ async fn req2_5_the_stored_run_is_the_one_later_updated() {
         .times(1)
         .returning(|_, _, _| Ok(()));
     let (executor, _, _) = h.executor();
-    executor.execute(&data_flow(json!("Copy"))).await.expect("succeeds");
+    executor
+        .execute(&data_flow(json!("Copy")))
+        .await
+        .expect("succeeds");
 }
 
 // Requirement 3: flow instantiation and execution.
@@ -391,7 +429,10 @@ async fn req3_3_run_is_called_on_the_flow_instance() {
     h.expect_build(|| Behaviour::Succeed);
     h.expect_finish();
     let (executor, _, flow_runs) = h.executor();
-    executor.execute(&data_flow(json!("Copy"))).await.expect("succeeds");
+    executor
+        .execute(&data_flow(json!("Copy")))
+        .await
+        .expect("succeeds");
     assert_eq!(flow_runs.load(Ordering::SeqCst), 1);
 }
 
@@ -416,7 +457,10 @@ async fn req3_5_the_complete_configuration_is_passed_to_the_flow_constructor() {
         .returning(|_, _| Ok(Box::new(Nothing)));
     h.expect_finish();
     let (executor, _, _) = h.executor();
-    executor.execute(&data_flow(configuration)).await.expect("succeeds");
+    executor
+        .execute(&data_flow(configuration))
+        .await
+        .expect("succeeds");
 }
 
 // Requirement 4: success tracking.
@@ -424,7 +468,11 @@ async fn req3_5_the_complete_configuration_is_passed_to_the_flow_constructor() {
 #[tokio::test]
 async fn req4_1_success_sets_the_flows_last_run_at_to_the_current_time() {
     let (_, outcome, _) = run_successfully(json!("Copy")).await;
-    assert_eq!(outcome.ended_at, ended(), "finish_run sets last_run_at to the outcome's ended_at");
+    assert_eq!(
+        outcome.ended_at,
+        ended(),
+        "finish_run sets last_run_at to the outcome's ended_at"
+    );
 }
 
 #[tokio::test]
@@ -438,7 +486,10 @@ async fn req4_3_success_sets_the_run_status_to_success() {
     let (result, outcome, events) = run_successfully(json!("Copy")).await;
     assert_eq!(RunStatus::from(outcome.status), RunStatus::Success);
     assert_eq!(result.expect("succeeds").status, RunStatus::Success);
-    assert_eq!(events.last().map(String::as_str), Some("runs.finish_run(42, 7, success)"));
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("runs.finish_run(42, 7, success)")
+    );
 }
 
 #[tokio::test]
@@ -454,7 +505,12 @@ async fn req4_5_all_status_updates_are_persisted_through_the_repository() {
     let (_, _, events) = run_successfully(json!("Copy")).await;
     assert_eq!(
         events,
-        ["runs.start_run", "registry.build(Copy)", "flow.run", "runs.finish_run(42, 7, success)"]
+        [
+            "runs.start_run",
+            "registry.build(Copy)",
+            "flow.run",
+            "runs.finish_run(42, 7, success)"
+        ]
     );
 }
 
@@ -485,7 +541,9 @@ async fn req5_3_failure_sets_the_run_status_to_failed() {
 async fn req5_4_failure_stores_the_error_message() {
     let (result, outcome) = run_failing().await;
     assert_eq!(outcome.error_message.as_deref(), Some("copy failed"));
-    let Err(ExecuteError::Failed { run, .. }) = result else { panic!("expected a recorded failure") };
+    let Err(ExecuteError::Failed { run, .. }) = result else {
+        panic!("expected a recorded failure")
+    };
     assert_eq!(run.error_message.as_deref(), Some("copy failed"));
 }
 
@@ -493,16 +551,24 @@ async fn req5_4_failure_stores_the_error_message() {
 async fn req5_5_failure_stores_the_cause_chain_and_a_backtrace_into_the_flow() {
     let (_, outcome) = run_failing().await;
     let backtrace = outcome.error_backtrace.expect("a backtrace is stored");
-    assert!(backtrace.starts_with("Error: copy failed\n\nCaused by:\n    0: source table is missing"), "{backtrace}");
+    assert!(
+        backtrace.starts_with("Error: copy failed\n\nCaused by:\n    0: source table is missing"),
+        "{backtrace}"
+    );
     assert!(backtrace.contains("Backtrace:"), "{backtrace}");
-    assert!(backtrace.contains("FakeFlow as flowrun_domain::flow::Flow>::run"), "the backtrace reaches into the flow's code: {backtrace}");
+    assert!(
+        backtrace.contains("FakeFlow as flowrun_domain::flow::Flow>::run"),
+        "the backtrace reaches into the flow's code: {backtrace}"
+    );
 }
 
 #[tokio::test]
 async fn req5_6_failure_sets_the_run_ended_at_to_the_current_time() {
     let (result, outcome) = run_failing().await;
     assert_eq!(outcome.ended_at, ended());
-    let Err(ExecuteError::Failed { run, .. }) = result else { panic!("expected a recorded failure") };
+    let Err(ExecuteError::Failed { run, .. }) = result else {
+        panic!("expected a recorded failure")
+    };
     assert_eq!(run.ended_at, Some(ended()));
 }
 
@@ -513,12 +579,20 @@ async fn req5_7_the_flows_own_error_is_handed_back_after_recording() {
     h.expect_build(|| Behaviour::Fail);
     let outcome = h.expect_finish();
     let (executor, _, _) = h.executor();
-    let error = executor.execute(&data_flow(json!("Copy"))).await.expect_err("fails");
-    assert!(outcome.lock().expect("lock").is_some(), "recorded before returning");
+    let error = executor
+        .execute(&data_flow(json!("Copy")))
+        .await
+        .expect_err("fails");
+    assert!(
+        outcome.lock().expect("lock").is_some(),
+        "recorded before returning"
+    );
     assert_eq!(error.to_string(), "copy failed");
     assert_eq!(error.run_id(), Some(RUN_ID));
     let flow_error = error.into_flow_error().expect("the flow's own error");
-    let copy_failed = flow_error.downcast::<CopyFailed>().expect("downcasts to the flow's type");
+    let copy_failed = flow_error
+        .downcast::<CopyFailed>()
+        .expect("downcasts to the flow's type");
     assert_eq!(copy_failed.0.to_string(), "source table is missing");
 }
 
@@ -541,8 +615,15 @@ async fn req6_4_all_database_updates_happen_inside_execute() {
     h.expect_finish();
     let (executor, events, _) = h.executor();
     let _ = executor.execute(&data_flow(json!("Copy"))).await;
-    let repository_calls: Vec<_> = events.list().into_iter().filter(|e| e.starts_with("runs.")).collect();
-    assert_eq!(repository_calls, ["runs.start_run", "runs.finish_run(42, 7, failed)"]);
+    let repository_calls: Vec<_> = events
+        .list()
+        .into_iter()
+        .filter(|e| e.starts_with("runs."))
+        .collect();
+    assert_eq!(
+        repository_calls,
+        ["runs.start_run", "runs.finish_run(42, 7, failed)"]
+    );
 }
 
 #[tokio::test]
@@ -559,7 +640,14 @@ async fn req6_5_scheduled_execution_goes_through_the_same_lifecycle() {
     h.expect_finish();
     let (executor, events, _) = h.executor();
     executor.execute_if_due(&flow, at(30)).await.expect("succeeds");
-    assert_eq!(events.list(), ["registry.build(Copy)", "flow.run", "runs.finish_run(42, 7, success)"]);
+    assert_eq!(
+        events.list(),
+        [
+            "registry.build(Copy)",
+            "flow.run",
+            "runs.finish_run(42, 7, success)"
+        ]
+    );
 }
 
 // Beyond the seed.
@@ -569,15 +657,29 @@ async fn unknown_class_is_recorded_as_a_failed_run_and_returned() {
     let mut h = Harness::new();
     h.expect_start();
     h.registry.expect_build().times(1).returning(|class, _| {
-        Err(BuildFlowError::UnknownClass { class: class.to_owned(), known: vec!["Noop".into()] })
+        Err(BuildFlowError::UnknownClass {
+            class: class.to_owned(),
+            known: vec!["Noop".into()],
+        })
     });
     let outcome = h.expect_finish();
     let (executor, _, _) = h.executor();
-    let error = executor.execute(&data_flow(json!("Nope"))).await.expect_err("fails");
+    let error = executor
+        .execute(&data_flow(json!("Nope")))
+        .await
+        .expect_err("fails");
     let outcome = captured(&outcome);
     assert_eq!(outcome.status, LastRunStatus::Failed);
-    assert_eq!(outcome.error_message.as_deref(), Some("unknown flow class `Nope` (registered: Noop)"));
-    assert!(error.flow_error().and_then(|e| e.downcast_ref::<BuildFlowError>()).is_some());
+    assert_eq!(
+        outcome.error_message.as_deref(),
+        Some("unknown flow class `Nope` (registered: Noop)")
+    );
+    assert!(
+        error
+            .flow_error()
+            .and_then(|e| e.downcast_ref::<BuildFlowError>())
+            .is_some()
+    );
 }
 
 #[tokio::test]
@@ -586,8 +688,14 @@ async fn configuration_without_a_class_is_recorded_as_a_failed_run() {
     h.expect_start();
     let outcome = h.expect_finish();
     let (executor, _, _) = h.executor();
-    let error = executor.execute(&data_flow(json!({"table": "x"}))).await.expect_err("fails");
-    assert_eq!(captured(&outcome).error_message.as_deref(), Some("the configuration has no `class_name`"));
+    let error = executor
+        .execute(&data_flow(json!({"table": "x"})))
+        .await
+        .expect_err("fails");
+    assert_eq!(
+        captured(&outcome).error_message.as_deref(),
+        Some("the configuration has no `class_name`")
+    );
     assert!(matches!(error, ExecuteError::Failed { .. }));
 }
 
@@ -598,13 +706,28 @@ async fn a_panicking_flow_is_recorded_with_message_location_and_backtrace() {
     h.expect_build(|| Behaviour::Panic);
     let outcome = h.expect_finish();
     let (executor, _, _) = h.executor();
-    let error = executor.execute(&data_flow(json!("Copy"))).await.expect_err("fails");
+    let error = executor
+        .execute(&data_flow(json!("Copy")))
+        .await
+        .expect_err("fails");
     let outcome = captured(&outcome);
-    assert_eq!(outcome.error_message.as_deref(), Some("flow panicked: index out of range in the flow"));
+    assert_eq!(
+        outcome.error_message.as_deref(),
+        Some("flow panicked: index out of range in the flow")
+    );
     let report = outcome.error_backtrace.expect("backtrace");
     assert!(report.contains("executor_tests.rs"), "location: {report}");
-    assert!(report.contains("FakeFlow"), "backtrace at the panic site: {report}");
-    assert!(matches!(error, ExecuteError::Failed { failure: FlowFailure::Panic(_), .. }));
+    assert!(
+        report.contains("FakeFlow"),
+        "backtrace at the panic site: {report}"
+    );
+    assert!(matches!(
+        error,
+        ExecuteError::Failed {
+            failure: FlowFailure::Panic(_),
+            ..
+        }
+    ));
 }
 
 #[tokio::test]
@@ -613,15 +736,25 @@ async fn a_recording_failure_does_not_mask_the_flows_error() {
     h.expect_start();
     h.expect_build(|| Behaviour::Fail);
     h.runs.expect_finish_run().times(1).returning(|_, _, _| {
-        Err(FinishRunError::Repository(RepositoryError::Unavailable("connection reset".into())))
+        Err(FinishRunError::Repository(RepositoryError::Unavailable(
+            "connection reset".into(),
+        )))
     });
     let (executor, _, _) = h.executor();
-    let error = executor.execute(&data_flow(json!("Copy"))).await.expect_err("fails");
+    let error = executor
+        .execute(&data_flow(json!("Copy")))
+        .await
+        .expect_err("fails");
     let message = error.to_string();
     assert!(message.contains("failed (copy failed)"), "{message}");
     assert!(message.contains("connection reset"), "{message}");
     assert!(matches!(error, ExecuteError::Record { .. }));
-    assert!(error.flow_error().and_then(|e| e.downcast_ref::<CopyFailed>()).is_some());
+    assert!(
+        error
+            .flow_error()
+            .and_then(|e| e.downcast_ref::<CopyFailed>())
+            .is_some()
+    );
 }
 
 #[tokio::test]
@@ -630,11 +763,26 @@ async fn a_late_outcome_after_a_reap_is_refused_and_reported() {
     h.expect_start();
     h.expect_build(|| Behaviour::Succeed);
     h.runs.expect_finish_run().times(1).returning(|run_id, _, _| {
-        Err(FinishRunError::NotInProgress { run_id, status: "failed".into() })
+        Err(FinishRunError::NotInProgress {
+            run_id,
+            status: "failed".into(),
+        })
     });
     let (executor, _, _) = h.executor();
-    let error = executor.execute(&data_flow(json!("Copy"))).await.expect_err("refused");
-    assert!(matches!(error, ExecuteError::Superseded { run_id: RUN_ID, failure: None }), "{error:?}");
+    let error = executor
+        .execute(&data_flow(json!("Copy")))
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(
+            error,
+            ExecuteError::Superseded {
+                run_id: RUN_ID,
+                failure: None
+            }
+        ),
+        "{error:?}"
+    );
     assert!(error.to_string().contains("closed as abandoned"), "{error}");
 }
 
@@ -642,10 +790,17 @@ async fn a_late_outcome_after_a_reap_is_refused_and_reported() {
 async fn a_flow_held_by_a_live_run_is_refused_without_building_it() {
     let mut h = Harness::new();
     h.runs.expect_start_run().times(1).returning(|_| {
-        Err(StartRunError::Busy(ActiveRun { run_id: RunId(3), started_at: at(0), lease_expires_at: Some(at(50)) }))
+        Err(StartRunError::Busy(ActiveRun {
+            run_id: RunId(3),
+            started_at: at(0),
+            lease_expires_at: Some(at(50)),
+        }))
     });
     let (executor, _, _) = h.executor();
-    let error = executor.execute(&data_flow(json!("Copy"))).await.expect_err("refused");
+    let error = executor
+        .execute(&data_flow(json!("Copy")))
+        .await
+        .expect_err("refused");
     assert_eq!(
         error.to_string(),
         "data flow `nightly-copy` is already running since 2026-11-26T12:00:00+00:00 (run 3)"
@@ -656,9 +811,17 @@ async fn a_flow_held_by_a_live_run_is_refused_without_building_it() {
 async fn a_flow_held_by_an_expired_run_is_reaped_then_started() {
     let mut h = Harness::new();
     let mut seq = Sequence::new();
-    h.runs.expect_start_run().times(1).in_sequence(&mut seq).returning(|_| {
-        Err(StartRunError::Busy(ActiveRun { run_id: RunId(3), started_at: at(0), lease_expires_at: Some(at(0) - chrono::Duration::seconds(1)) }))
-    });
+    h.runs
+        .expect_start_run()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| {
+            Err(StartRunError::Busy(ActiveRun {
+                run_id: RunId(3),
+                started_at: at(0),
+                lease_expires_at: Some(at(0) - chrono::Duration::seconds(1)),
+            }))
+        });
     h.runs
         .expect_reap_expired()
         .withf(|_, flow| *flow == Some(FLOW_ID))
@@ -671,20 +834,31 @@ async fn a_flow_held_by_an_expired_run_is_reaped_then_started() {
         .in_sequence(&mut seq)
         .returning(|request| Ok(in_progress_run(&request)));
     h.expect_build(|| Behaviour::Succeed);
-    h.runs.expect_finish_run().times(1).in_sequence(&mut seq).returning(|_, _, _| Ok(()));
+    h.runs
+        .expect_finish_run()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _| Ok(()));
     let (executor, _, _) = h.executor();
-    executor.execute(&data_flow(json!("Copy"))).await.expect("succeeds after the reap");
+    executor
+        .execute(&data_flow(json!("Copy")))
+        .await
+        .expect("succeeds after the reap");
 }
 
 #[tokio::test]
 async fn a_run_that_cannot_be_created_is_reported_and_nothing_else_happens() {
     let mut h = Harness::new();
-    h.runs
-        .expect_start_run()
-        .times(1)
-        .returning(|_| Err(StartRunError::Repository(RepositoryError::Unavailable("refused".into()))));
+    h.runs.expect_start_run().times(1).returning(|_| {
+        Err(StartRunError::Repository(RepositoryError::Unavailable(
+            "refused".into(),
+        )))
+    });
     let (executor, _, flow_runs) = h.executor();
-    let error = executor.execute(&data_flow(json!("Copy"))).await.expect_err("fails");
+    let error = executor
+        .execute(&data_flow(json!("Copy")))
+        .await
+        .expect_err("fails");
     assert!(matches!(error, ExecuteError::Start { .. }));
     assert_eq!(error.run_id(), None);
     assert_eq!(flow_runs.load(Ordering::SeqCst), 0);
@@ -712,7 +886,10 @@ async fn the_lease_is_renewed_while_a_long_flow_runs() {
     });
     h.expect_finish();
     let (executor, _, _) = h.executor();
-    executor.execute(&data_flow(json!("Copy"))).await.expect("succeeds");
+    executor
+        .execute(&data_flow(json!("Copy")))
+        .await
+        .expect("succeeds");
     // A 60 s lease is renewed every 20 s: ten times in 210 s.
     assert_eq!(renewals.load(Ordering::SeqCst), 10);
 }

@@ -172,8 +172,7 @@ pub trait FlowRegistry: Send + Sync {
 }
 
 /// Builds one class of flow from the flow's whole configuration.
-pub type FlowConstructor =
-    Arc<dyn Fn(&Value) -> Result<Box<dyn Flow>, String> + Send + Sync + 'static>;
+pub type FlowConstructor = Arc<dyn Fn(&Value) -> Result<Box<dyn Flow>, String> + Send + Sync + 'static>;
 
 /// The plain [`FlowRegistry`]: a map from class name to constructor. Applications add their own classes
 /// with [`ClassRegistry::register`].
@@ -258,8 +257,14 @@ mod tests {
         assert!(error.downcast_ref::<WriteFailed>().is_some());
         assert_eq!(error.to_string(), "write failed");
         let report = error.report();
-        assert!(report.starts_with("Error: write failed\n\nCaused by:\n    0: disk full"), "{report}");
-        assert!(report.contains("failing"), "backtrace reaches the function that failed: {report}");
+        assert!(
+            report.starts_with("Error: write failed\n\nCaused by:\n    0: disk full"),
+            "{report}"
+        );
+        assert!(
+            report.contains("failing"),
+            "backtrace reaches the function that failed: {report}"
+        );
         assert!(error.downcast::<WriteFailed>().is_ok());
     }
 
@@ -271,9 +276,15 @@ mod tests {
         assert!(registry.build("Nothing", &json!({})).is_ok());
         assert_eq!(
             registry.build("Picky", &json!({})).err(),
-            Some(BuildFlowError::InvalidConfiguration { class: "Picky".into(), reason: "needs a table".into() })
+            Some(BuildFlowError::InvalidConfiguration {
+                class: "Picky".into(),
+                reason: "needs a table".into()
+            })
         );
         let unknown = registry.build("Missing", &json!({})).err().expect("unknown");
-        assert_eq!(unknown.to_string(), "unknown flow class `Missing` (registered: Nothing, Picky)");
+        assert_eq!(
+            unknown.to_string(),
+            "unknown flow class `Missing` (registered: Nothing, Picky)"
+        );
     }
 }

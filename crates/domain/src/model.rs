@@ -435,17 +435,32 @@ mod tests {
 
     #[test]
     fn flow_names_are_trimmed_and_validated() {
-        assert_eq!(FlowName::parse("  daily ").map(|n| n.to_string()), Ok("daily".into()));
+        assert_eq!(
+            FlowName::parse("  daily ").map(|n| n.to_string()),
+            Ok("daily".into())
+        );
         assert_eq!(FlowName::parse("   "), Err(ValidationError::EmptyName));
-        assert_eq!(FlowName::parse("a\nb"), Err(ValidationError::NameHasControlCharacter));
+        assert_eq!(
+            FlowName::parse("a\nb"),
+            Err(ValidationError::NameHasControlCharacter)
+        );
         let long = "x".repeat(MAX_NAME_CHARS + 1);
-        assert_eq!(FlowName::parse(&long), Err(ValidationError::NameTooLong(MAX_NAME_CHARS + 1)));
+        assert_eq!(
+            FlowName::parse(&long),
+            Err(ValidationError::NameTooLong(MAX_NAME_CHARS + 1))
+        );
     }
 
     #[test]
     fn run_intervals_must_be_positive() {
-        assert_eq!(RunInterval::from_secs(0), Err(ValidationError::NonPositiveInterval(0)));
-        assert_eq!(RunInterval::from_secs(-5), Err(ValidationError::NonPositiveInterval(-5)));
+        assert_eq!(
+            RunInterval::from_secs(0),
+            Err(ValidationError::NonPositiveInterval(0))
+        );
+        assert_eq!(
+            RunInterval::from_secs(-5),
+            Err(ValidationError::NonPositiveInterval(-5))
+        );
         assert_eq!(RunInterval::from_secs(60).map(RunInterval::as_secs), Ok(60));
     }
 
@@ -464,16 +479,33 @@ mod tests {
     fn class_name_comes_from_object_or_string_configuration() {
         assert_eq!(class_name_of(&json!({"class_name": "Noop", "x": 1})), Ok("Noop"));
         assert_eq!(class_name_of(&json!("Noop")), Ok("Noop"));
-        assert_eq!(class_name_of(&json!({"x": 1})), Err(ConfigurationError::MissingClassName));
-        assert_eq!(class_name_of(&json!({"class_name": 3})), Err(ConfigurationError::ClassNameNotAString));
-        assert_eq!(class_name_of(&json!("")), Err(ConfigurationError::ClassNameNotAString));
-        assert_eq!(class_name_of(&json!([1])), Err(ConfigurationError::NotAnObject("an array")));
+        assert_eq!(
+            class_name_of(&json!({"x": 1})),
+            Err(ConfigurationError::MissingClassName)
+        );
+        assert_eq!(
+            class_name_of(&json!({"class_name": 3})),
+            Err(ConfigurationError::ClassNameNotAString)
+        );
+        assert_eq!(
+            class_name_of(&json!("")),
+            Err(ConfigurationError::ClassNameNotAString)
+        );
+        assert_eq!(
+            class_name_of(&json!([1])),
+            Err(ConfigurationError::NotAnObject("an array"))
+        );
     }
 
     #[test]
     fn new_flows_refuse_configurations_without_a_class() {
         let name = FlowName::parse("f").expect("valid name");
         let err = NewDataFlow::new(name, "", true, json!(42), RunInterval::DEFAULT);
-        assert_eq!(err, Err(ValidationError::Configuration(ConfigurationError::NotAnObject("a number"))));
+        assert_eq!(
+            err,
+            Err(ValidationError::Configuration(ConfigurationError::NotAnObject(
+                "a number"
+            )))
+        );
     }
 }

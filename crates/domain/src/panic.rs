@@ -30,7 +30,9 @@ fn install_hook() {
             if CAPTURING.with(Cell::get) {
                 let report = FlowPanic {
                     message: payload_message(info.payload()),
-                    location: info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column())),
+                    location: info
+                        .location()
+                        .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column())),
                     backtrace: Backtrace::force_capture().to_string(),
                 };
                 LAST_PANIC.with(|last| *last.borrow_mut() = Some(report));

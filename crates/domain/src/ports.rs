@@ -129,7 +129,9 @@ pub enum StartRunError {
 pub enum FinishRunError {
     /// The run is no longer `in_progress` — it was reaped after its lease expired, or finished already.
     /// Nothing was written.
-    #[error("run {run_id} is no longer in progress (it was closed as {status}); its outcome was not recorded")]
+    #[error(
+        "run {run_id} is no longer in progress (it was closed as {status}); its outcome was not recorded"
+    )]
     NotInProgress {
         /// The run.
         run_id: RunId,
@@ -205,7 +207,11 @@ pub trait RunRepository: Send + Sync {
 }
 
 /// The message recorded on a run closed by the reaper.
-pub fn abandoned_message(owner: Option<&str>, lease_expired_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
+pub fn abandoned_message(
+    owner: Option<&str>,
+    lease_expired_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> String {
     let owner = owner.unwrap_or("an unknown process");
     match lease_expired_at {
         Some(at) => format!(

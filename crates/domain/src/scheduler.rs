@@ -85,7 +85,11 @@ impl Scheduler {
         let now = self.clock.now();
         let reaped = self.runs.reap_expired(now, None).await?;
         for run in &reaped {
-            warn!(run_id = run.id.0, flow_id = run.data_flow_id.0, "closed an abandoned run");
+            warn!(
+                run_id = run.id.0,
+                flow_id = run.data_flow_id.0,
+                "closed an abandoned run"
+            );
         }
         let due = self.flows.list_due(now).await?;
         let flows_due = due.len();
@@ -113,7 +117,13 @@ impl Scheduler {
             .await;
         let flows_triggered = outcomes.iter().filter(|o| **o != Outcome::Skipped).count();
         let flows_failed = outcomes.iter().filter(|o| **o == Outcome::Failed).count();
-        info!(flows_due, flows_triggered, flows_failed, runs_reaped = reaped.len(), "scheduler cycle done");
+        info!(
+            flows_due,
+            flows_triggered,
+            flows_failed,
+            runs_reaped = reaped.len(),
+            "scheduler cycle done"
+        );
         Ok(HeartbeatReport {
             flows_due,
             flows_triggered,

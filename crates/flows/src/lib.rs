@@ -50,7 +50,9 @@ fn one_second() -> f64 {
 
 impl Default for SleepSettings {
     fn default() -> Self {
-        Self { seconds: one_second() }
+        Self {
+            seconds: one_second(),
+        }
     }
 }
 
@@ -92,7 +94,9 @@ fn default_message() -> String {
 
 impl Default for MessageSettings {
     fn default() -> Self {
-        Self { message: default_message() }
+        Self {
+            message: default_message(),
+        }
     }
 }
 
@@ -173,13 +177,20 @@ mod tests {
             .build("Fail", &json!({"class_name": "Fail", "message": "boom"}))
             .expect("builds");
         let error = flow.run().await.expect_err("fails");
-        assert_eq!(error.downcast_ref::<FailError>(), Some(&FailError { message: "boom".into() }));
+        assert_eq!(
+            error.downcast_ref::<FailError>(),
+            Some(&FailError {
+                message: "boom".into()
+            })
+        );
         assert!(error.report().contains("Fail::fail"), "{}", error.report());
     }
 
     #[tokio::test(start_paused = true)]
     async fn sleep_sleeps_for_the_configured_seconds() {
-        let mut flow = registry().build("Sleep", &json!({"seconds": 2.5})).expect("builds");
+        let mut flow = registry()
+            .build("Sleep", &json!({"seconds": 2.5}))
+            .expect("builds");
         let started = tokio::time::Instant::now();
         flow.run().await.expect("succeeds");
         assert_eq!(started.elapsed(), Duration::from_millis(2500));
@@ -188,10 +199,20 @@ mod tests {
     #[test]
     fn bad_settings_are_refused_with_a_reason() {
         let registry = registry();
-        let err = registry.build("Sleep", &json!({"seconds": -1})).err().expect("refused");
+        let err = registry
+            .build("Sleep", &json!({"seconds": -1}))
+            .err()
+            .expect("refused");
         assert!(err.to_string().contains("non-negative"), "{err}");
-        let err = registry.build("Sleep", &json!({"seconds": "soon"})).err().expect("refused");
-        assert!(err.to_string().contains("invalid configuration for flow class `Sleep`"), "{err}");
+        let err = registry
+            .build("Sleep", &json!({"seconds": "soon"}))
+            .err()
+            .expect("refused");
+        assert!(
+            err.to_string()
+                .contains("invalid configuration for flow class `Sleep`"),
+            "{err}"
+        );
         assert!(registry.build("Noop", &json!("Noop")).is_ok());
     }
 }

@@ -185,10 +185,12 @@ pub async fn connect(settings: &ConnectSettings) -> Result<DatabaseConnection, C
 
 /// Applies every pending migration. Applying them again is a no-op.
 pub async fn migrate(db: &DatabaseConnection, url: &str) -> Result<(), ConnectError> {
-    Migrator::up(db, None).await.map_err(|source| ConnectError::Migrate {
-        url: mask_url(url),
-        source,
-    })
+    Migrator::up(db, None)
+        .await
+        .map_err(|source| ConnectError::Migrate {
+            url: mask_url(url),
+            source,
+        })
 }
 
 /// Whether every migration has been applied.
@@ -202,8 +204,14 @@ mod tests {
 
     #[test]
     fn passwords_are_masked() {
-        assert_eq!(mask_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
-        assert_eq!(mask_url("mysql://root@127.0.0.1/test"), "mysql://root@127.0.0.1/test");
+        assert_eq!(
+            mask_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(
+            mask_url("mysql://root@127.0.0.1/test"),
+            "mysql://root@127.0.0.1/test"
+        );
         assert_eq!(mask_url("sqlite://flowrun.db"), "sqlite://flowrun.db");
         assert!(!mask_url("postgres://u:se%cret@[bad/db").contains("se%cret"));
     }

@@ -47,13 +47,16 @@ impl DataFlowRepository for SeaOrmDataFlowRepository {
             created_at: Set(now),
             updated_at: Set(now),
         };
-        let inserted = data_flow::Entity::insert(row).exec(&self.db).await.map_err(|error| {
-            if let Some(SqlErr::UniqueConstraintViolation(_)) = error.sql_err() {
-                CreateDataFlowError::Duplicate(flow.name.clone())
-            } else {
-                CreateDataFlowError::Repository(repository_error(error))
-            }
-        })?;
+        let inserted = data_flow::Entity::insert(row)
+            .exec(&self.db)
+            .await
+            .map_err(|error| {
+                if let Some(SqlErr::UniqueConstraintViolation(_)) = error.sql_err() {
+                    CreateDataFlowError::Duplicate(flow.name.clone())
+                } else {
+                    CreateDataFlowError::Repository(repository_error(error))
+                }
+            })?;
         Ok(DataFlow {
             id: DataFlowId(inserted.last_insert_id),
             name: flow.name,
@@ -135,6 +138,9 @@ impl DataFlowRepository for SeaOrmDataFlowRepository {
             .all(&self.db)
             .await
             .map_err(repository_error)?;
-        Ok(all(candidates)?.into_iter().filter(|flow| flow.is_due(now)).collect())
+        Ok(all(candidates)?
+            .into_iter()
+            .filter(|flow| flow.is_due(now))
+            .collect())
     }
 }

@@ -2,7 +2,8 @@
 //! that knows both sides.
 
 use flowrun_domain::{
-    DataFlow, DataFlowId, DataFlowRun, FlowName, LastRunStatus, RepositoryError, RunId, RunInterval, RunStatus,
+    DataFlow, DataFlowId, DataFlowRun, FlowName, LastRunStatus, RepositoryError, RunId, RunInterval,
+    RunStatus,
 };
 use sea_orm::{DbErr, RuntimeErr};
 
@@ -39,8 +40,12 @@ fn corrupt(table: &'static str, reason: impl ToString) -> RepositoryError {
 /// A `data_flows` row as a domain [`DataFlow`].
 pub(crate) fn data_flow(model: data_flow::Model) -> Result<DataFlow, RepositoryError> {
     const TABLE: &str = "data_flows";
-    let configuration = serde_json::from_str(&model.configuration)
-        .map_err(|e| corrupt(TABLE, format!("flow {}: configuration is not JSON: {e}", model.id)))?;
+    let configuration = serde_json::from_str(&model.configuration).map_err(|e| {
+        corrupt(
+            TABLE,
+            format!("flow {}: configuration is not JSON: {e}", model.id),
+        )
+    })?;
     Ok(DataFlow {
         id: DataFlowId(model.id),
         name: FlowName::parse(&model.name).map_err(|e| corrupt(TABLE, e))?,

@@ -71,10 +71,16 @@ impl SeaOrmRunRepository {
         let message = abandoned_message(run.lease_owner.as_deref(), run.lease_expires_at, now);
         let txn = self.begin().await?;
         let closed = data_flow_run::Entity::update_many()
-            .col_expr(data_flow_run::Column::Status, Expr::value(RunStatus::Failed.as_str()))
+            .col_expr(
+                data_flow_run::Column::Status,
+                Expr::value(RunStatus::Failed.as_str()),
+            )
             .col_expr(data_flow_run::Column::EndedAt, Expr::value(now))
             .col_expr(data_flow_run::Column::ErrorMessage, Expr::value(message.clone()))
-            .col_expr(data_flow_run::Column::ErrorBacktrace, Expr::value(message.clone()))
+            .col_expr(
+                data_flow_run::Column::ErrorBacktrace,
+                Expr::value(message.clone()),
+            )
             .col_expr(data_flow_run::Column::UpdatedAt, Expr::value(now))
             .filter(data_flow_run::Column::Id.eq(run.id))
             .filter(data_flow_run::Column::Status.eq(RunStatus::InProgress.as_str()))
@@ -88,7 +94,10 @@ impl SeaOrmRunRepository {
         }
         data_flow::Entity::update_many()
             .col_expr(data_flow::Column::LastRunAt, Expr::value(now))
-            .col_expr(data_flow::Column::LastRunStatus, Expr::value(LastRunStatus::Failed.as_str()))
+            .col_expr(
+                data_flow::Column::LastRunStatus,
+                Expr::value(LastRunStatus::Failed.as_str()),
+            )
             .col_expr(data_flow::Column::ActiveRunId, Expr::value(Option::<i64>::None))
             .col_expr(data_flow::Column::UpdatedAt, Expr::value(now))
             .filter(data_flow::Column::Id.eq(run.data_flow_id))
@@ -109,10 +118,7 @@ impl SeaOrmRunRepository {
     }
 }
 
-async fn exec_claim(
-    txn: &DatabaseTransaction,
-    request: &StartRun,
-) -> Result<u64, RepositoryError> {
+async fn exec_claim(txn: &DatabaseTransaction, request: &StartRun) -> Result<u64, RepositoryError> {
     let mut claim = data_flow::Entity::update_many()
         .col_expr(data_flow::Column::ActiveRunId, Expr::value(CLAIM_MARKER))
         .filter(data_flow::Column::Id.eq(request.data_flow_id.0))
@@ -200,7 +206,10 @@ impl RunRepository for SeaOrmRunRepository {
             .map_err(repository_error)?
             .last_insert_id;
         data_flow_run::Entity::update_many()
-            .col_expr(data_flow_run::Column::Status, Expr::value(RunStatus::InProgress.as_str()))
+            .col_expr(
+                data_flow_run::Column::Status,
+                Expr::value(RunStatus::InProgress.as_str()),
+            )
             .filter(data_flow_run::Column::Id.eq(run_id))
             .exec(&txn)
             .await
@@ -345,5 +354,8 @@ impl RunRepository for SeaOrmRunRepository {
 /// Runs a statement that must not fail the caller's flow, used by tests to observe the database.
 #[doc(hidden)]
 pub async fn execute_unprepared(db: &DatabaseConnection, sql: &str) -> Result<(), RepositoryError> {
-    db.execute_unprepared(sql).await.map(|_| ()).map_err(repository_error)
+    db.execute_unprepared(sql)
+        .await
+        .map(|_| ())
+        .map_err(repository_error)
 }

@@ -74,8 +74,15 @@ impl Drop for TempDir {
 
 fn unique_suffix() -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    format!("{secs}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!(
+        "{secs}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// The backends this run covers, after printing (once per binary) what is covered and skipped. Panics if
@@ -106,9 +113,16 @@ pub fn configured_kinds() -> Vec<Kind> {
     REPORT.call_once(|| {
         let names: Vec<&str> = covered.iter().map(|k| k.name()).collect();
         let line = if skipped.is_empty() {
-            format!("flowrun test backends: covered {}; skipped none\n", names.join(", "))
+            format!(
+                "flowrun test backends: covered {}; skipped none\n",
+                names.join(", ")
+            )
         } else {
-            format!("flowrun test backends: covered {}; skipped {}\n", names.join(", "), skipped.join(", "))
+            format!(
+                "flowrun test backends: covered {}; skipped {}\n",
+                names.join(", "),
+                skipped.join(", ")
+            )
         };
         // Written to the stderr handle directly: the test harness captures print!/eprint! only.
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
@@ -125,7 +139,11 @@ pub async fn fresh_database(kind: Kind) -> TestDatabase {
             let dir = std::env::temp_dir().join(format!("flowrun_test_{suffix}"));
             std::fs::create_dir_all(&dir).expect("create a temporary directory");
             let url = format!("sqlite://{}/flowrun.db", dir.display());
-            TestDatabase { kind, url, _dir: Some(TempDir(dir)) }
+            TestDatabase {
+                kind,
+                url,
+                _dir: Some(TempDir(dir)),
+            }
         }
         Kind::Postgres | Kind::MySql => {
             let env = kind.env().unwrap_or_default();
@@ -142,7 +160,11 @@ pub async fn fresh_database(kind: Kind) -> TestDatabase {
             let _ = admin.close().await;
             let mut url = Url::parse(&base).expect("a valid server URL");
             url.set_path(&format!("/{name}"));
-            TestDatabase { kind, url: url.to_string(), _dir: None }
+            TestDatabase {
+                kind,
+                url: url.to_string(),
+                _dir: None,
+            }
         }
     }
 }
@@ -160,7 +182,11 @@ async fn drop_stale_databases(admin: &DatabaseConnection, kind: Kind) {
     static ONCE: std::sync::Mutex<(bool, bool)> = std::sync::Mutex::new((false, false));
     {
         let mut done = ONCE.lock().unwrap_or_else(|e| e.into_inner());
-        let flag = if kind == Kind::Postgres { &mut done.0 } else { &mut done.1 };
+        let flag = if kind == Kind::Postgres {
+            &mut done.0
+        } else {
+            &mut done.1
+        };
         if *flag {
             return;
         }
@@ -168,15 +194,22 @@ async fn drop_stale_databases(admin: &DatabaseConnection, kind: Kind) {
     }
     let sql = match kind {
         Kind::Postgres => "SELECT datname AS name FROM pg_database WHERE datname LIKE 'flowrun_t_%'",
-        _ => "SELECT schema_name AS name FROM information_schema.schemata WHERE schema_name LIKE 'flowrun_t_%'",
+        _ => {
+            "SELECT schema_name AS name FROM information_schema.schemata WHERE schema_name LIKE 'flowrun_t_%'"
+        }
     };
     let backend = admin.get_database_backend();
     let Ok(rows) = admin.query_all_raw(Statement::from_string(backend, sql)).await else {
         return;
     };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     for row in rows {
-        let Ok(name) = row.try_get::<String>("", "name") else { continue };
+        let Ok(name) = row.try_get::<String>("", "name") else {
+            continue;
+        };
         let created: u64 = name
             .trim_start_matches("flowrun_t_")
             .split('_')
