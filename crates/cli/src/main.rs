@@ -4,7 +4,6 @@ mod output;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::anyhow;
 use clap::{Args, Parser, Subcommand};
@@ -453,7 +452,6 @@ async fn run_command(app: &App, name: &str, json: bool) -> Outcome {
     let flow = find_flow(app, name).await?;
     let spinner =
         (!json && std::io::stderr().is_terminal()).then(|| output::Spinner::start(flow.name.to_string()));
-    let started = Instant::now();
     let result = app.executor.execute(&flow).await;
     if let Some(spinner) = spinner {
         spinner.stop().await;
@@ -482,7 +480,7 @@ async fn run_command(app: &App, name: &str, json: bool) -> Outcome {
                 "run {} of {} failed after {}: {failure} (details: flowrun runs show {})",
                 run.id,
                 flow.name,
-                output::human_duration(chrono::Duration::from_std(started.elapsed()).unwrap_or_default()),
+                output::human_duration(run.duration().unwrap_or_default()),
                 run.id
             )))
         }
