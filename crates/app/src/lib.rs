@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use flowrun_domain::{
     ClassRegistry, Clock, DataFlowRepository, FlowExecutor, LeaseOwner, LeaseSettings, RunRepository,
-    Scheduler,
+    Scheduler, ShutdownSignal,
 };
 use flowrun_infra::{
     Backend, ConnectSettings, DatabaseConnection, SeaOrmDataFlowRepository, SeaOrmRunRepository, SystemClock,
 };
 use thiserror::Error;
+
+pub mod json;
 
 pub use flowrun_infra::{ConnectError, mask_url};
 
@@ -231,6 +233,18 @@ impl App {
     /// The connection pool, for health checks and tests.
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// The same app with its executor (and so its scheduler) following `shutdown`.
+    pub fn with_shutdown(mut self, shutdown: ShutdownSignal) -> Self {
+        self.executor = self.executor.with_shutdown(shutdown);
+        self.scheduler = Scheduler::new(
+            Arc::clone(&self.flows),
+            Arc::clone(&self.runs),
+            self.executor.clone(),
+            Arc::clone(&self.clock),
+        );
+        self
     }
 
     /// Whether the database answers a trivial query.

@@ -14,7 +14,9 @@ use flowrun_domain::{
 };
 use serde_json::{Map, Value};
 
-use crate::output::{Style, flow_json, heartbeat_json, print_json, run_json};
+use flowrun_app::json::{flow_json, heartbeat_json, run_json};
+
+use crate::output::{Style, print_json};
 
 /// Run data flows and keep an exact record of every execution.
 #[derive(Debug, Parser)]
@@ -242,9 +244,11 @@ fn init_logging(verbose: bool) {
 }
 
 async fn open(database_url: &str, policy: MigratePolicy) -> Result<App, Failure> {
-    let settings = Settings::new(database_url)
+    let mut settings = Settings::new(database_url)
         .with_lease_from_env()
         .map_err(|e| Failure::Usage(e.to_string()))?;
+    // A person is waiting: report an unreachable database after a few seconds, not ten.
+    settings.connect_timeout = std::time::Duration::from_secs(4);
     App::open(&settings, builtin_registry(), policy).await.map_err(|error| match error {
         AppError::InvalidSetting { .. } => Failure::Usage(error.to_string()),
         AppError::Connect(flowrun_app::ConnectError::UnsupportedUrl { .. }) => Failure::Usage(error.to_string()),

@@ -4,8 +4,8 @@ use std::io::{IsTerminal, Write};
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
-use flowrun_domain::{DataFlow, DataFlowRun, HeartbeatReport, RunRecord, RunStatus};
-use serde_json::{Value, json};
+use flowrun_domain::{DataFlow, RunRecord, RunStatus};
+use serde_json::Value;
 
 /// Prints one JSON document on stdout.
 pub fn print_json(value: &Value) {
@@ -13,54 +13,6 @@ pub fn print_json(value: &Value) {
         Ok(text) => println!("{text}"),
         Err(error) => eprintln!("error: cannot print JSON: {error}"),
     }
-}
-
-fn timestamp(at: Option<DateTime<Utc>>) -> Value {
-    at.map_or(Value::Null, |at| {
-        Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-    })
-}
-
-/// The contract's flow shape.
-pub fn flow_json(flow: &DataFlow) -> Value {
-    json!({
-        "id": flow.id.0,
-        "name": flow.name.as_str(),
-        "description": flow.description,
-        "enabled": flow.enabled,
-        "class_name": flow.flow_class().ok(),
-        "configuration": flow.configuration,
-        "run_interval_secs": flow.run_interval.as_secs(),
-        "last_run_at": timestamp(flow.last_run_at),
-        "last_run_status": flow.last_run_status.map(|s| s.as_str()),
-        "created_at": timestamp(Some(flow.created_at)),
-        "updated_at": timestamp(Some(flow.updated_at)),
-    })
-}
-
-/// The contract's run shape.
-pub fn run_json(run: &DataFlowRun, flow_name: &str) -> Value {
-    json!({
-        "id": run.id.0,
-        "data_flow_id": run.data_flow_id.0,
-        "flow_name": flow_name,
-        "status": run.status.as_str(),
-        "started_at": timestamp(Some(run.started_at)),
-        "ended_at": timestamp(run.ended_at),
-        "duration_ms": run.duration().map(|d| d.num_milliseconds()),
-        "error_message": run.error_message,
-        "error_backtrace": run.error_backtrace,
-    })
-}
-
-/// The contract's heartbeat shape.
-pub fn heartbeat_json(report: &HeartbeatReport) -> Value {
-    json!({
-        "flows_due": report.flows_due,
-        "flows_triggered": report.flows_triggered,
-        "flows_failed": report.flows_failed,
-        "timestamp": timestamp(Some(report.timestamp)),
-    })
 }
 
 /// What kind of JSON value this is, for error messages.

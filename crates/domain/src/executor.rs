@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use futures::future::Either;
 use thiserror::Error;
 use tracing::{Instrument, info_span, warn};
 
@@ -12,6 +13,7 @@ use crate::flow::{FlowError, FlowRegistry};
 use crate::model::{DataFlow, DataFlowRun, LeaseOwner, RunId, RunOutcome};
 use crate::panic::{CatchPanic, catch};
 use crate::ports::{Clock, FinishRunError, RepositoryError, RunRepository, StartRun, StartRunError};
+use crate::shutdown::{Phase, ShutdownSignal};
 
 /// How long a run's lease lasts unless renewed, and who holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +66,8 @@ pub enum FlowFailure {
     Error(FlowError),
     /// The flow panicked.
     Panic(FlowPanic),
+    /// The process shut down before the flow finished; the flow was cancelled after the grace period.
+    Interrupted,
 }
 
 impl FlowFailure {
@@ -72,6 +76,10 @@ impl FlowFailure {
         match self {
             Self::Error(error) => error.to_string(),
             Self::Panic(panic) => format!("flow panicked: {}", panic.message),
+            Self::Interrupted => {
+                "interrupted: the process shut down before the flow finished and its grace period ran out"
+                    .to_owned()
+            }
         }
     }
 
@@ -85,6 +93,7 @@ impl FlowFailure {
                 panic.location.as_deref().unwrap_or("unknown"),
                 panic.backtrace
             ),
+            Self::Interrupted => self.message(),
         }
     }
 }
@@ -121,6 +130,12 @@ pub enum ExecuteError {
     /// Only for scheduled execution: the flow ran within its interval; nothing was written.
     #[error("data flow `{flow}` is not due")]
     NotDue {
+        /// The flow.
+        flow: String,
+    },
+    /// The process is shutting down and starts no new execution; nothing was written.
+    #[error("data flow `{flow}` was not started: the process is shutting down")]
+    ShuttingDown {
         /// The flow.
         flow: String,
     },
@@ -231,6 +246,7 @@ pub struct FlowExecutor {
     registry: Arc<dyn FlowRegistry>,
     clock: Arc<dyn Clock>,
     lease: LeaseSettings,
+    shutdown: ShutdownSignal,
 }
 
 impl fmt::Debug for FlowExecutor {
@@ -254,7 +270,15 @@ impl FlowExecutor {
             registry,
             clock,
             lease,
+            shutdown: ShutdownSignal::never(),
         }
+    }
+
+    /// Makes executions follow `shutdown`: none starts once it is draining, and running flows are
+    /// interrupted (and recorded as failed) once it aborts.
+    pub fn with_shutdown(mut self, shutdown: ShutdownSignal) -> Self {
+        self.shutdown = shutdown;
+        self
     }
 
     /// Executes `data_flow` now and returns its finished run (`success`).
@@ -315,6 +339,11 @@ impl<'a> Execution<'a> {
     /// Creates the run (`pending`, then `in_progress`). A flow held by a run whose lease has expired is
     /// reaped first, so a crashed process never blocks a manual run for longer than its lease.
     async fn start(&self) -> Result<DataFlowRun, ExecuteError> {
+        if self.executor.shutdown.phase() != Phase::Running {
+            return Err(ExecuteError::ShuttingDown {
+                flow: self.flow_name(),
+            });
+        }
         let runs = &self.executor.runs;
         let mut reaped_once = false;
         loop {
@@ -375,10 +404,13 @@ impl<'a> Execution<'a> {
             .map_err(FlowFailure::Panic)?
             .map_err(|error| FlowFailure::Error(FlowError::new(error)))?;
         let _renewal = self.keep_lease(run.id);
-        match CatchPanic::new(flow.run()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(FlowFailure::Error(error)),
-            Err(panic) => Err(FlowFailure::Panic(panic)),
+        let running = std::pin::pin!(CatchPanic::new(flow.run()));
+        let aborted = std::pin::pin!(self.executor.shutdown.aborted());
+        match futures::future::select(running, aborted).await {
+            Either::Left((Ok(Ok(())), _)) => Ok(()),
+            Either::Left((Ok(Err(error)), _)) => Err(FlowFailure::Error(error)),
+            Either::Left((Err(panic), _)) => Err(FlowFailure::Panic(panic)),
+            Either::Right(((), _)) => Err(FlowFailure::Interrupted),
         }
     }
 

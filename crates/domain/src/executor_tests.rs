@@ -893,3 +893,60 @@ async fn the_lease_is_renewed_while_a_long_flow_runs() {
     // A 60 s lease is renewed every 20 s: ten times in 210 s.
     assert_eq!(renewals.load(Ordering::SeqCst), 10);
 }
+
+#[tokio::test]
+async fn a_draining_process_starts_no_new_run() {
+    let h = Harness::new();
+    let (controller, signal) = crate::shutdown::ShutdownController::new();
+    let (executor, _, _) = h.executor();
+    let executor = executor.with_shutdown(signal);
+    controller.drain();
+    let error = executor
+        .execute(&data_flow(json!("Copy")))
+        .await
+        .expect_err("refused");
+    assert!(matches!(error, ExecuteError::ShuttingDown { .. }), "{error:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_aborting_process_records_running_flows_as_interrupted() {
+    struct Forever;
+    #[async_trait]
+    impl Flow for Forever {
+        async fn run(&mut self) -> Result<(), FlowError> {
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    }
+    let mut h = Harness::new();
+    h.expect_start();
+    h.registry.expect_build().returning(|_, _| Ok(Box::new(Forever)));
+    h.runs.expect_renew_lease().returning(|_, _| Ok(true));
+    let outcome = h.expect_finish();
+    let (controller, signal) = crate::shutdown::ShutdownController::new();
+    let (executor, _, _) = h.executor();
+    let executor = executor.with_shutdown(signal);
+    let running = tokio::spawn(async move { executor.execute(&data_flow(json!("Copy"))).await });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    controller.drain();
+    controller.abort();
+    let error = running.await.expect("joined").expect_err("interrupted");
+    assert!(
+        matches!(
+            error,
+            ExecuteError::Failed {
+                failure: FlowFailure::Interrupted,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let outcome = captured(&outcome);
+    assert_eq!(outcome.status, LastRunStatus::Failed);
+    assert!(
+        outcome
+            .error_message
+            .expect("message")
+            .starts_with("interrupted: the process shut down")
+    );
+}

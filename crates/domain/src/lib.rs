@@ -10,6 +10,7 @@ pub mod model;
 mod panic;
 pub mod ports;
 pub mod scheduler;
+pub mod shutdown;
 
 pub use executor::{ExecuteError, FlowExecutor, FlowFailure, FlowPanic, LeaseSettings};
 pub use flow::{BuildFlowError, ClassRegistry, Flow, FlowError, FlowMessage, FlowRegistry};
@@ -22,6 +23,7 @@ pub use ports::{
     RunRecord, RunRepository, StartRun, StartRunError,
 };
 pub use scheduler::{CycleError, HeartbeatReport, Scheduler};
+pub use shutdown::{Phase, ShutdownController, ShutdownSignal};
 
 #[cfg(any(test, feature = "mock"))]
 pub use flow::MockFlowRegistry;

@@ -100,7 +100,8 @@ impl Scheduler {
                     Err(
                         ExecuteError::AlreadyRunning { .. }
                         | ExecuteError::NotDue { .. }
-                        | ExecuteError::FlowNotFound { .. },
+                        | ExecuteError::FlowNotFound { .. }
+                        | ExecuteError::ShuttingDown { .. },
                     ) => Outcome::Skipped,
                     Err(error @ ExecuteError::Start { .. }) => {
                         warn!(flow = %flow.name, %error, "could not start a due flow");

@@ -1,0 +1,31 @@
+//! `flowrun-server`: the heartbeat endpoint and the read API over HTTP (axum), protected by an optional
+//! token and IP allow-list, with an optional in-process scheduler tick. The binary in `main.rs` reads the
+//! environment, retries the database at start-up and shuts down gracefully.
+
+pub mod routes;
+pub mod security;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::{get, post};
+use flowrun_app::App;
+
+pub use security::{Security, parse_networks};
+
+/// The application's routes with the access rules applied.
+pub fn router(app: App, security: Security) -> Router {
+    Router::new()
+        .route("/data_flows/heartbeat", post(routes::heartbeat))
+        .route("/data_flows", get(routes::list_flows))
+        .route("/data_flows/{name}", get(routes::show_flow))
+        .route("/data_flows/{name}/runs", get(routes::flow_runs))
+        .route("/runs/{id}", get(routes::show_run))
+        .route("/healthz", get(routes::healthz))
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .with_state(Arc::new(app))
+        .layer(from_fn_with_state(Arc::new(security), security::guard))
+        .layer(from_fn(routes::catch_panics))
+}
