@@ -234,12 +234,6 @@ impl ExecuteError {
 /// private per-execution instance that walks the lifecycle: run `pending` with `started_at`, then
 /// `in_progress`; build the flow from its class and whole configuration; `run` it; record `success` or
 /// `failed` on the run and the flow together; hand the flow's error back.
-///
-/// The per-execution steps are private (seed criteria 6.2 and 6.3); this does not compile:
-///
-/// ```compile_fail
-/// use flowrun_domain::executor::Execution;
-/// ```
 #[derive(Clone)]
 pub struct FlowExecutor {
     runs: Arc<dyn RunRepository>,
@@ -307,6 +301,42 @@ impl FlowExecutor {
         self.registry.as_ref()
     }
 }
+
+/// Seed criterion 6.2 (execution logic in private methods), checked by this doctest: the per-execution type
+/// and its steps cannot be reached from outside the crate, so this does not compile.
+///
+/// ```compile_fail
+/// let _ = flowrun_domain::executor::Execution::start;
+/// ```
+///
+/// The public entry point, by contrast, is reachable:
+///
+/// ```
+/// let _ = flowrun_domain::FlowExecutor::execute;
+/// ```
+#[doc(hidden)]
+#[allow(non_camel_case_types)]
+pub enum Req6_2_execution_steps_are_private {}
+
+/// Seed criterion 6.3 (no internal details exposed), checked by this doctest: the executor's ports are not
+/// reachable through it, so this does not compile.
+///
+/// ```compile_fail
+/// fn peek(executor: &flowrun_domain::FlowExecutor) {
+///     let _ = &executor.runs;
+/// }
+/// ```
+///
+/// What it does expose is the registry it builds flows from:
+///
+/// ```
+/// fn peek(executor: &flowrun_domain::FlowExecutor) -> Vec<String> {
+///     executor.registry().class_names()
+/// }
+/// ```
+#[doc(hidden)]
+#[allow(non_camel_case_types)]
+pub enum Req6_3_internals_are_not_exposed {}
 
 /// One execution of one flow: the instance the seed's class method creates.
 struct Execution<'a> {
