@@ -317,3 +317,55 @@ async fn a_flow_already_running_is_refused_without_a_new_run() {
         assert_eq!(runs.len(), 1, "{k}");
     }
 }
+
+#[tokio::test]
+async fn a_claim_held_by_a_dead_process_expires_and_the_scheduler_runs_the_flow_again() {
+    for db in fresh_databases().await {
+        let (app, k) = (open(&db).await, db.kind.name());
+        let new = NewDataFlow::new(
+            FlowName::parse("f").expect("name"),
+            "",
+            true,
+            json!("Noop"),
+            RunInterval::from_secs(1).expect("interval"),
+        )
+        .expect("valid");
+        let flow = app.flows.create(new, app.clock.now()).await.expect("created");
+        // A process claims the flow with a 1 s lease and dies: nobody renews or finishes the run.
+        let now = app.clock.now();
+        let dead = app
+            .runs
+            .start_run(flowrun_domain::StartRun {
+                data_flow_id: flow.id,
+                started_at: now,
+                lease_owner: flowrun_domain::LeaseOwner::new("dead-host:999"),
+                lease_expires_at: now + chrono::Duration::seconds(1),
+                due_cutoff: None,
+            })
+            .await
+            .expect("claimed");
+        let blocked = app.scheduler.run_cycle().await.expect("cycle");
+        assert_eq!(
+            (blocked.flows_due, blocked.flows_triggered),
+            (0, 0),
+            "{k}: held while the lease lives"
+        );
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let reaping = app.scheduler.run_cycle().await.expect("cycle");
+        assert_eq!(reaping.runs_reaped, 1, "{k}");
+        let closed = stored_run(&app, dead.id).await;
+        assert_eq!(closed.status, RunStatus::Failed, "{k}");
+        assert!(
+            closed.error_message.expect("message").contains("dead-host:999"),
+            "{k}"
+        );
+        // The reap counts as the flow's last (failed) run; one interval later the flow is due again.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let rerun = app.scheduler.run_cycle().await.expect("cycle");
+        assert_eq!(
+            (rerun.flows_due, rerun.flows_triggered, rerun.flows_failed),
+            (1, 1, 0),
+            "{k}"
+        );
+    }
+}
