@@ -98,8 +98,47 @@ impl FlowError {
             }
         }
         out.push_str("\n\nBacktrace:\n");
-        out.push_str(&self.backtrace.to_string());
+        out.push_str(&without_capture_frames(&self.backtrace.to_string()));
         out
+    }
+}
+
+/// Drops the leading frames that belong to building the `FlowError` itself (its constructors and the `?`
+/// conversion), so a recorded backtrace starts where the error arose in the flow's code.
+fn without_capture_frames(backtrace: &str) -> String {
+    fn is_frame_start(line: &str) -> bool {
+        let trimmed = line.trim_start();
+        trimmed
+            .split_once(": ")
+            .is_some_and(|(index, _)| !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()))
+    }
+    fn is_capture_frame(line: &str) -> bool {
+        const CAPTURE: [&str; 6] = [
+            "flowrun_domain::flow::FlowError",
+            "core::convert::From",
+            "FromResidual",
+            "std::backtrace",
+            ": new<",
+            ": msg<",
+        ];
+        CAPTURE.iter().any(|marker| line.contains(marker))
+    }
+    let mut frames: Vec<Vec<&str>> = Vec::new();
+    for line in backtrace.lines() {
+        match frames.last_mut() {
+            Some(frame) if !is_frame_start(line) => frame.push(line),
+            _ => frames.push(vec![line]),
+        }
+    }
+    let first_kept = frames.iter().position(|frame| !is_capture_frame(frame[0]));
+    match first_kept {
+        Some(start) if start > 0 => frames[start..]
+            .iter()
+            .flatten()
+            .copied()
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => backtrace.to_owned(),
     }
 }
 
