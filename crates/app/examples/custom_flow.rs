@@ -22,7 +22,9 @@ impl WordCount {
             .get("path")
             .and_then(Value::as_str)
             .ok_or("`path` (a string) is required")?;
-        Ok(Self { path: PathBuf::from(path) })
+        Ok(Self {
+            path: PathBuf::from(path),
+        })
     }
 }
 
@@ -31,7 +33,11 @@ impl Flow for WordCount {
     async fn run(&mut self) -> Result<(), FlowError> {
         // `?` turns any error into a FlowError with a backtrace taken here.
         let text = tokio::fs::read_to_string(&self.path).await?;
-        println!("{} has {} words", self.path.display(), text.split_whitespace().count());
+        println!(
+            "{} has {} words",
+            self.path.display(),
+            text.split_whitespace().count()
+        );
         Ok(())
     }
 }
@@ -69,9 +75,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         RunInterval::DEFAULT,
     )?;
     let flow = app.flows.create(missing, app.clock.now()).await?;
-    let error = app.executor.execute(&flow).await.expect_err("the file is missing");
-    let io = error.flow_error().and_then(|e| e.downcast_ref::<std::io::Error>());
-    println!("failed as expected (recorded as run {:?}): {error}; io error kind: {:?}", error.run_id(), io.map(|e| e.kind()));
+    let error = app
+        .executor
+        .execute(&flow)
+        .await
+        .expect_err("the file is missing");
+    let io = error
+        .flow_error()
+        .and_then(|e| e.downcast_ref::<std::io::Error>());
+    println!(
+        "failed as expected (recorded as run {:?}): {error}; io error kind: {:?}",
+        error.run_id(),
+        io.map(|e| e.kind())
+    );
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
