@@ -183,7 +183,13 @@ mod tests {
                 message: "boom".into()
             })
         );
-        assert!(error.report().contains("Fail::fail"), "{}", error.report());
+        assert!(
+            error
+                .report()
+                .contains("<flowrun_flows::Fail as flowrun_domain::flow::Flow>::run"),
+            "{}",
+            error.report()
+        );
     }
 
     #[tokio::test(start_paused = true)]
