@@ -91,7 +91,7 @@ impl FlowFailure {
                 "Panic: {}\n\nLocation: {}\n\nBacktrace:\n{}",
                 panic.message,
                 panic.location.as_deref().unwrap_or("unknown"),
-                panic.backtrace
+                crate::flow::flow_frames(&panic.backtrace)
             ),
             Self::Interrupted => self.message(),
         }

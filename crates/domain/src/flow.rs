@@ -98,31 +98,44 @@ impl FlowError {
             }
         }
         out.push_str("\n\nBacktrace:\n");
-        out.push_str(&without_capture_frames(&self.backtrace.to_string()));
+        out.push_str(&flow_frames(&self.backtrace.to_string()));
         out
     }
 }
 
-/// Drops the leading frames that belong to building the `FlowError` itself (its constructors and the `?`
-/// conversion), so a recorded backtrace starts where the error arose in the flow's code.
-fn without_capture_frames(backtrace: &str) -> String {
+/// Keeps the frames of a backtrace that say something about the flow: drops the leading frames that
+/// capture it (the `FlowError` constructors and the `?` conversion, or the panic machinery and the hook) and
+/// the trailing frames of the executor and the async runtime, which are the same for every run. Shorter
+/// records are also cheaper to store: a statement over ~16 KiB costs a round trip more on PostgreSQL.
+pub fn flow_frames(backtrace: &str) -> String {
     fn is_frame_start(line: &str) -> bool {
         let trimmed = line.trim_start();
         trimmed
             .split_once(": ")
             .is_some_and(|(index, _)| !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()))
     }
-    fn is_capture_frame(line: &str) -> bool {
-        const CAPTURE: [&str; 6] = [
-            "flowrun_domain::flow::FlowError",
-            "core::convert::From",
-            "FromResidual",
-            "std::backtrace",
-            ": new<",
-            ": msg<",
-        ];
-        CAPTURE.iter().any(|marker| line.contains(marker))
-    }
+    const CAPTURE: [&str; 14] = [
+        "flowrun_domain::flow::FlowError",
+        "core::convert::From",
+        "FromResidual",
+        "std::backtrace",
+        ": new<",
+        ": msg<",
+        "flowrun_domain::panic::install_hook",
+        "std::panic::PanicHookInfo",
+        "std::panicking::",
+        "std::sys::backtrace::",
+        "rust_begin_unwind",
+        "core::panicking::",
+        ": panic_display<",
+        ": panic_fmt",
+    ];
+    const MACHINERY: [&str; 4] = [
+        "flowrun_domain::panic::",
+        "domain/src/panic.rs",
+        "flowrun_domain::executor::",
+        "domain/src/executor.rs",
+    ];
     let mut frames: Vec<Vec<&str>> = Vec::new();
     for line in backtrace.lines() {
         match frames.last_mut() {
@@ -130,16 +143,30 @@ fn without_capture_frames(backtrace: &str) -> String {
             _ => frames.push(vec![line]),
         }
     }
-    let first_kept = frames.iter().position(|frame| !is_capture_frame(frame[0]));
-    match first_kept {
-        Some(start) if start > 0 => frames[start..]
-            .iter()
-            .flatten()
-            .copied()
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => backtrace.to_owned(),
+    let Some(start) = frames
+        .iter()
+        .position(|frame| !CAPTURE.iter().any(|m| frame[0].contains(m)))
+    else {
+        return backtrace.to_owned();
+    };
+    let end = frames[start..]
+        .iter()
+        .position(|frame| {
+            frame
+                .iter()
+                .any(|line| MACHINERY.iter().any(|m| line.contains(m)))
+        })
+        .map_or(frames.len(), |offset| start + offset);
+    if end == start {
+        return backtrace.to_owned();
     }
+    let mut kept: Vec<&str> = frames[start..end].iter().flatten().copied().collect();
+    let omitted = frames.len() - end;
+    let note = format!("      … {omitted} more frames of the executor and the async runtime omitted");
+    if omitted > 0 {
+        kept.push(&note);
+    }
+    kept.join("\n")
 }
 
 impl<E> From<E> for FlowError
@@ -305,6 +332,17 @@ mod tests {
             "backtrace reaches the function that failed: {report}"
         );
         assert!(error.downcast::<WriteFailed>().is_ok());
+    }
+
+    #[test]
+    fn recorded_frames_start_at_the_flow_and_stop_at_the_executor() {
+        let backtrace = "   0: flowrun_domain::flow::FlowError::from_boxed\n             at ./src/flow.rs:44:24\n   1: <flowrun_domain::flow::FlowError as core::convert::From<E>>::from\n   2: my_app::copy_batch::{{closure}}\n             at src/copy.rs:10:5\n   3: <my_app::Copy as flowrun_domain::flow::Flow>::run::{{closure}}\n   4: flowrun_domain::panic::catch\n   5: tokio::runtime::park::block_on\n";
+        let kept = flow_frames(backtrace);
+        assert_eq!(
+            kept,
+            "   2: my_app::copy_batch::{{closure}}\n             at src/copy.rs:10:5\n   3: <my_app::Copy as flowrun_domain::flow::Flow>::run::{{closure}}\n      … 2 more frames of the executor and the async runtime omitted"
+        );
+        assert_eq!(flow_frames("disabled backtrace"), "disabled backtrace");
     }
 
     #[test]

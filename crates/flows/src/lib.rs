@@ -128,6 +128,24 @@ impl Flow for Fail {
     }
 }
 
+#[derive(Debug, Deserialize)]
+struct PanicSettings {
+    #[serde(default = "default_panic_message")]
+    message: String,
+}
+
+fn default_panic_message() -> String {
+    "the Panic flow panicked as configured".to_owned()
+}
+
+impl Default for PanicSettings {
+    fn default() -> Self {
+        Self {
+            message: default_panic_message(),
+        }
+    }
+}
+
 /// Panics with `{"message": s}`.
 #[derive(Debug)]
 pub struct Panic {
@@ -137,7 +155,7 @@ pub struct Panic {
 impl Panic {
     /// Builds from a configuration with an optional `message`.
     pub fn from_configuration(configuration: &Value) -> Result<Self, String> {
-        let MessageSettings { message } = settings(configuration)?;
+        let PanicSettings { message } = settings(configuration)?;
         Ok(Self { message })
     }
 }
