@@ -1,0 +1,34 @@
+//! `flowrun-bench --database-url URL --runs N --concurrency C --class Noop|Fail [--raw] [--history N]`:
+//! executes `N` runs, `C` at once, through flowrun's executor (or, with `--raw`, through hand-written SQL)
+//! and prints one JSON line. Exits with 1 if any run did not end as expected, 2 on a setup failure.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use flowrun_bench::{Options, run};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let options = Options::parse();
+    match run(&options).await {
+        Ok(report) => match report.to_json_line() {
+            Ok(line) => {
+                println!("{line}");
+                if report.errors == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    eprintln!("flowrun-bench: {} run(s) failed", report.errors);
+                    ExitCode::from(1)
+                }
+            }
+            Err(error) => {
+                eprintln!("flowrun-bench: cannot print the report: {error}");
+                ExitCode::from(2)
+            }
+        },
+        Err(error) => {
+            eprintln!("flowrun-bench: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
