@@ -7,11 +7,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use flowrun_app::{App, builtin_registry};
 use flowrun_domain::{
-    BuildFlowError, DataFlow, ExecuteError, Flow, FlowError, FlowFailure, FlowName, NewDataFlow, RunFilter,
-    RunInterval, RunStatus,
+    BuildFlowError, DataFlow, ExecuteError, Flow, FlowError, FlowFailure, FlowName, NewDataFlow, RunInterval,
+    RunStatus,
 };
 use flowrun_flows::FailError;
-use flowrun_tests::{fresh_databases, open, open_with};
+use flowrun_tests::{fresh_databases, open, open_with, recent_runs, stored_run};
 use sea_orm::DatabaseConnection;
 use serde_json::{Value, json};
 
@@ -25,10 +25,6 @@ async fn create(app: &App, name: &str, configuration: Value) -> DataFlow {
     )
     .expect("valid");
     app.flows.create(new, app.clock.now()).await.expect("created")
-}
-
-async fn stored_run(app: &App, id: flowrun_domain::RunId) -> flowrun_domain::DataFlowRun {
-    app.runs.find_run(id).await.expect("query").expect("found").run
 }
 
 #[tokio::test]
@@ -267,14 +263,7 @@ async fn concurrent_schedulers_never_overlap_and_run_each_flow_once_per_window()
             triggered += task.await.expect("joined").unwrap_or_else(|e| panic!("{k}: {e}"));
         }
         let app = &schedulers[0];
-        let runs = app
-            .runs
-            .list_runs(RunFilter {
-                limit: 1000,
-                ..RunFilter::default()
-            })
-            .await
-            .expect("list");
+        let runs = recent_runs(app, 1000).await;
         assert_eq!(triggered, 6, "{k}: six due flows, six runs in all");
         assert_eq!(runs.len(), 6, "{k}");
         let mut names: Vec<&str> = runs.iter().map(|r| r.flow_name.as_str()).collect();
@@ -306,14 +295,7 @@ async fn a_flow_already_running_is_refused_without_a_new_run() {
             .await
             .expect("joined")
             .unwrap_or_else(|e| panic!("{k}: {e}"));
-        let runs = app
-            .runs
-            .list_runs(RunFilter {
-                limit: 10,
-                ..RunFilter::default()
-            })
-            .await
-            .expect("list");
+        let runs = recent_runs(&app, 10).await;
         assert_eq!(runs.len(), 1, "{k}");
     }
 }

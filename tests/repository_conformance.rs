@@ -7,7 +7,7 @@ use flowrun_domain::{
     CreateDataFlowError, DataFlow, DataFlowId, FinishRunError, FlowName, LeaseOwner, NewDataFlow, RunFilter,
     RunId, RunInterval, RunOutcome, RunStatus, StartRun, StartRunError,
 };
-use flowrun_tests::{Kind, TestDatabase, fresh_databases, open};
+use flowrun_tests::{Kind, TestDatabase, fresh_databases, open, recent_runs, stored_run};
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::json;
 
@@ -230,13 +230,7 @@ async fn req4_1_to_req4_5_success_is_persisted_on_the_run_and_the_flow() {
             .finish_run(run.id, flow.id, RunOutcome::success(t(12)))
             .await
             .expect("finished");
-        let stored = app
-            .runs
-            .find_run(run.id)
-            .await
-            .expect("query")
-            .expect("found")
-            .run;
+        let stored = stored_run(&app, run.id).await;
         assert_eq!(stored.status, RunStatus::Success, "{k}");
         assert_eq!(stored.ended_at, Some(t(12)), "{k}");
         assert_eq!(stored.error_message, None, "{k}");
@@ -268,13 +262,7 @@ async fn req5_failure_details_are_persisted_whatever_the_text_contains() {
                 .finish_run(run.id, flow.id, outcome)
                 .await
                 .unwrap_or_else(|e| panic!("{k}: {e}"));
-            let stored = app
-                .runs
-                .find_run(run.id)
-                .await
-                .expect("query")
-                .expect("found")
-                .run;
+            let stored = stored_run(&app, run.id).await;
             assert_eq!(stored.status, RunStatus::Failed, "{k}");
             assert_eq!(stored.ended_at, Some(t(13)), "{k}");
             let stored_message = stored.error_message.expect("message");
@@ -319,14 +307,7 @@ async fn a_flow_cannot_be_started_twice_at_once_and_is_free_again_after_finishin
             }
             other => panic!("{k}: expected Busy, got {other:?}"),
         }
-        let runs = app
-            .runs
-            .list_runs(RunFilter {
-                limit: 10,
-                ..RunFilter::default()
-            })
-            .await
-            .expect("list");
+        let runs = recent_runs(&app, 10).await;
         assert_eq!(runs.len(), 1, "{k}: the refused start wrote nothing");
         app.runs
             .finish_run(first.id, flow.id, RunOutcome::success(t(12)))
@@ -383,13 +364,7 @@ async fn expired_runs_are_reaped_once_and_their_late_outcome_is_refused() {
         );
         let reaped = app.runs.reap_expired(t(101), None).await.expect("reap");
         assert_eq!(reaped.len(), 1, "{k}");
-        let stored = app
-            .runs
-            .find_run(run.id)
-            .await
-            .expect("query")
-            .expect("found")
-            .run;
+        let stored = stored_run(&app, run.id).await;
         assert_eq!(stored.status, RunStatus::Failed, "{k}");
         assert_eq!(stored.ended_at, Some(t(101)), "{k}");
         let message = stored.error_message.expect("message");
@@ -456,14 +431,7 @@ async fn history_is_listed_newest_first_with_filters_and_limit() {
                 .expect("finished");
             ids.push(run.id);
         }
-        let all = app
-            .runs
-            .list_runs(RunFilter {
-                limit: 10,
-                ..RunFilter::default()
-            })
-            .await
-            .expect("list");
+        let all = recent_runs(&app, 10).await;
         let listed: Vec<RunId> = all.iter().map(|r| r.run.id).collect();
         assert_eq!(listed, [ids[2], ids[1], ids[0]], "{k}: newest first");
         let of_a = app
@@ -487,14 +455,7 @@ async fn history_is_listed_newest_first_with_filters_and_limit() {
             .expect("list");
         assert_eq!(failed.len(), 1, "{k}");
         assert_eq!(failed[0].flow_name, "b", "{k}");
-        let one = app
-            .runs
-            .list_runs(RunFilter {
-                limit: 1,
-                ..RunFilter::default()
-            })
-            .await
-            .expect("list");
+        let one = recent_runs(&app, 1).await;
         assert_eq!(one.len(), 1, "{k}");
         assert!(
             app.runs.find_run(RunId(123_456)).await.expect("query").is_none(),
