@@ -490,11 +490,13 @@ async fn run_command(app: &App, name: &str, json: bool) -> Outcome {
         }
         Err(error @ ExecuteError::AlreadyRunning { .. }) => Err(Failure::AlreadyRunning(error.to_string())),
         Err(error) => {
+            let message = error.to_string();
             let run = error
                 .run_id()
+                .filter(|id| !message.contains(&format!("run {id}")))
                 .map(|id| format!(" (run {id})"))
                 .unwrap_or_default();
-            Err(Failure::Infra(anyhow!("{error}{run}")))
+            Err(Failure::Infra(anyhow!("{message}{run}")))
         }
     }
 }

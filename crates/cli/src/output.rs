@@ -298,7 +298,8 @@ pub fn print_run(record: &RunRecord, now: DateTime<Utc>, style: &Style) {
             println!("{}  {owner}", style.bold("held by: "));
         }
         if let Some(expires) = run.lease_expires_at {
-            println!("{}  {}", style.bold("lease:   "), relative(expires, now));
+            let state = if expires < now { "expired" } else { "expires" };
+            println!("{}  {state} {}", style.bold("lease:   "), relative(expires, now));
         }
     }
     if let Some(message) = &run.error_message {

@@ -376,6 +376,7 @@ impl<'a> Execution<'a> {
         }
         let runs = &self.executor.runs;
         let mut reaped_once = false;
+        let mut attempts = 0;
         loop {
             let now = self.executor.clock.now();
             let request = StartRun {
@@ -388,6 +389,12 @@ impl<'a> Execution<'a> {
             let active = match runs.start_run(request).await {
                 Ok(run) => return Ok(run),
                 Err(StartRunError::Busy(active)) => active,
+                // Without a due cutoff, "not due" means the holding run ended between the refused claim and
+                // the read that explained it: the flow is free now, so claim again (a bounded number of times).
+                Err(StartRunError::NotDue) if self.due_cutoff.is_none() && attempts < 3 => {
+                    attempts += 1;
+                    continue;
+                }
                 Err(StartRunError::NotDue) => {
                     return Err(ExecuteError::NotDue {
                         flow: self.flow_name(),
