@@ -319,7 +319,7 @@ async fn a_flow_cannot_be_started_twice_at_once_and_is_free_again_after_finishin
 }
 
 #[tokio::test]
-async fn due_starts_are_refused_when_the_flow_ran_within_its_interval() {
+async fn due_starts_are_refused_when_the_flow_ran_within_its_interval_or_is_disabled() {
     each_backend(async |_, app, k| {
         let flow = create(&app, "f", json!("Noop")).await;
         let run = app.runs.start_run(start(&flow, t(10))).await.expect("started");
@@ -338,6 +338,30 @@ async fn due_starts_are_refused_when_the_flow_ran_within_its_interval() {
             .start_run(due)
             .await
             .unwrap_or_else(|e| panic!("{k}: due at the cutoff: {e}"));
+        let never_ran = create(&app, "never-ran", json!("Noop")).await;
+        let mut first = start(&never_ran, t(30));
+        first.due_cutoff = Some(t(0));
+        let first = app
+            .runs
+            .start_run(first)
+            .await
+            .unwrap_or_else(|e| panic!("{k}: a flow that never ran is due: {e}"));
+        app.runs
+            .finish_run(first.id, never_ran.id, RunOutcome::success(t(31)))
+            .await
+            .expect("finished");
+        let off = create(&app, "off", json!("Noop")).await;
+        app.flows.set_enabled("off", false, t(30)).await.expect("toggle");
+        let mut scheduled = start(&off, t(30));
+        scheduled.due_cutoff = Some(t(30));
+        assert!(
+            matches!(app.runs.start_run(scheduled).await, Err(StartRunError::NotDue)),
+            "{k}: a disabled flow is never due"
+        );
+        app.runs
+            .start_run(start(&off, t(30)))
+            .await
+            .unwrap_or_else(|e| panic!("{k}: a disabled flow still runs when asked to: {e}"));
         let mut gone = start(&flow, t(40));
         gone.data_flow_id = DataFlowId(999_999);
         assert!(

@@ -57,9 +57,9 @@ pub struct Options {
     /// Untimed runs before the timed ones, to open the pool's connections and prepare statements.
     #[arg(long, default_value_t = 100)]
     pub warmup: u64,
-    /// With `--raw --class Fail`: the size in bytes of each `error_backtrace`. By default the size
-    /// flowrun records for the same failure (measured once before timing), so both modes send the same
-    /// bytes; 0 keeps the backtrace as captured.
+    /// With `--raw --class Fail`: the size in bytes of each `error_backtrace`. By default raw runs write
+    /// the very text flowrun records for the same failure (taken from one flowrun run before timing), so
+    /// both modes send the same bytes; a size cuts that text or extends it with copies of its frames.
     #[arg(long)]
     pub raw_trace_bytes: Option<usize>,
     /// Also count statements (client side) and commits (server side, PostgreSQL and MySQL) per run.
@@ -126,11 +126,13 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let db = app.connection().clone();
     setup::ensure_history(&app, options.history).await?;
     let flows = setup::fresh_flows(&app, options.concurrency, options.class).await?;
-    let trace_bytes = match (mode, options.class, options.raw_trace_bytes) {
-        (Mode::Raw, Class::Fail, None) => setup::flowrun_trace_bytes(&app).await?,
-        (_, _, bytes) => bytes.unwrap_or(0),
+    let failure_text = match (mode, options.class) {
+        (Mode::Raw, Class::Fail) => {
+            raw::failure_text(&setup::flowrun_failure_text(&app).await?, options.raw_trace_bytes)
+        }
+        _ => String::new(),
     };
-    let runner = Runner::new(&app, mode, options.class, trace_bytes)?;
+    let runner = Runner::new(&app, mode, options.class, failure_text)?;
 
     // Warm-up: open the pool's connections and prepare every statement before timing.
     let warmup = run_all(&runner, &flows, options.warmup).await;
@@ -238,7 +240,7 @@ enum Runner {
 }
 
 impl Runner {
-    fn new(app: &App, mode: Mode, class: Class, trace_bytes: usize) -> anyhow::Result<Self> {
+    fn new(app: &App, mode: Mode, class: Class, failure_text: String) -> anyhow::Result<Self> {
         Ok(match mode {
             Mode::Flowrun => Self::Flowrun {
                 executor: app.executor.clone(),
@@ -248,7 +250,7 @@ impl Runner {
                 app.connection().clone(),
                 class,
                 flowrun_domain::LeaseSettings::DEFAULT_DURATION,
-                trace_bytes,
+                failure_text,
             )?)),
         })
     }

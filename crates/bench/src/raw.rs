@@ -4,16 +4,16 @@
 //! those semantics allow:
 //!
 //! 1. one transaction that claims the flow (`active_run_id IS NULL` → a marker), inserts the run as
-//!    `pending` with `started_at` and its lease (`RETURNING id` on PostgreSQL and SQLite, the insert id of
-//!    the OK packet on MySQL), moves it to `in_progress` and makes it the flow's active run;
-//! 2. the flow itself (nothing for Noop; for Fail, a captured backtrace, as flowrun records one per
-//!    failure);
+//!    `pending` with `started_at` and its lease (`RETURNING id` on PostgreSQL, the driver's insert id on
+//!    MySQL and SQLite), moves it to `in_progress` and makes it the flow's active run;
+//! 2. no flow work at all: a Fail run writes a failure text prepared once per invocation (by default the
+//!    very text flowrun records for the same failure), so the floor holds only the database work, and
+//!    flowrun's figures include capturing and symbolizing its stack trace on every failure;
 //! 3. one transaction that ends the run (guarded by `status = 'in_progress'`) with `ended_at` and the error,
 //!    and records `last_run_at`/`last_run_status` on the flow, releasing it.
 //!
 //! A claim or guard that matches no row is an error: the benchmark never expects one.
 
-use std::backtrace::Backtrace;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -41,10 +41,10 @@ struct Sql {
 
 impl Sql {
     fn new(backend: DatabaseBackend) -> Self {
-        let returning = if backend == DatabaseBackend::MySql {
-            ""
-        } else {
+        let returning = if backend == DatabaseBackend::Postgres {
             " RETURNING id"
+        } else {
+            ""
         };
         Self {
             claim: placeholders(
@@ -97,6 +97,34 @@ pub fn placeholders(backend: DatabaseBackend, sql: &str) -> String {
     out
 }
 
+/// The `error_backtrace` a raw Fail run writes: `text` (what flowrun recorded for the same failure),
+/// brought to exactly `bytes` bytes when that is given — cut on a character boundary, or extended with
+/// further copies of its backtrace lines.
+///
+/// The size matters more than the content: over TCP a PostgreSQL statement larger than the socket's send
+/// buffer (16 KiB by default on Linux) waits for a delayed ACK, about 40 ms; `--raw-trace-bytes` shows
+/// that cliff.
+pub fn failure_text(text: &str, bytes: Option<usize>) -> String {
+    let Some(bytes) = bytes else {
+        return text.to_owned();
+    };
+    let filler = text
+        .split_once("Backtrace:\n")
+        .map_or(text, |(_, frames)| frames)
+        .to_owned()
+        + "\n";
+    let mut out = text.to_owned();
+    while out.len() < bytes && !filler.trim().is_empty() {
+        out.push_str(&filler);
+    }
+    let mut end = bytes.min(out.len());
+    while !out.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.truncate(end);
+    out
+}
+
 /// Writes runs with hand-written SQL.
 #[derive(Debug)]
 pub struct RawWriter {
@@ -106,18 +134,17 @@ pub struct RawWriter {
     class: Class,
     lease_owner: String,
     lease: TimeDelta,
-    trace_bytes: usize,
+    failure_text: String,
 }
 
 impl RawWriter {
-    /// A writer on `db` for runs of `class`, with leases of `lease` held by this process. A Fail run's
-    /// `error_backtrace` is brought to `trace_bytes` bytes (see [`RawWriter::trace_text`]); 0 keeps it as
-    /// captured.
+    /// A writer on `db` for runs of `class`, with leases of `lease` held by this process. A Fail run
+    /// records `failure_text` as its `error_backtrace` (see [`failure_text`]).
     pub fn new(
         db: DatabaseConnection,
         class: Class,
         lease: Duration,
-        trace_bytes: usize,
+        failure_text: String,
     ) -> anyhow::Result<Self> {
         let backend = db.get_database_backend();
         Ok(Self {
@@ -127,31 +154,8 @@ impl RawWriter {
             class,
             lease_owner: flowrun_app::lease_owner().as_str().to_owned(),
             lease: TimeDelta::from_std(lease).context("lease length")?,
-            trace_bytes,
+            failure_text,
         })
-    }
-
-    /// The `error_backtrace` of a failed run: the error and the captured backtrace, like flowrun's report.
-    ///
-    /// flowrun's backtrace is taken deeper in the stack (executor, panic guard, tracing span), so it is a
-    /// few KiB longer than one captured here. The size matters far more than the content: over TCP a
-    /// statement larger than the socket's send buffer (16 KiB by default on Linux) waits for a delayed ACK,
-    /// about 40 ms. So that both modes send the same bytes, the text is cut or extended with further copies
-    /// of the trace to exactly `trace_bytes` bytes (on a character boundary) when that is set.
-    pub fn trace_text(&self, trace: &str) -> String {
-        let mut text = format!("Error: {FAIL_MESSAGE}\n\nBacktrace:\n{trace}");
-        if self.trace_bytes == 0 || trace.is_empty() {
-            return text;
-        }
-        while text.len() < self.trace_bytes {
-            text.push_str(trace);
-        }
-        let mut end = self.trace_bytes;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text
     }
 
     fn stmt(&self, sql: &str, values: impl IntoIterator<Item = Value>) -> Statement {
@@ -163,14 +167,11 @@ impl RawWriter {
         let run_id = self.start(flow_id).await?;
         let (status, message, backtrace) = match self.class {
             Class::Noop => ("success", None, None),
-            Class::Fail => {
-                let trace = Backtrace::force_capture();
-                (
-                    "failed",
-                    Some(FAIL_MESSAGE.to_owned()),
-                    Some(self.trace_text(&trace.to_string())),
-                )
-            }
+            Class::Fail => (
+                "failed",
+                Some(FAIL_MESSAGE.to_owned()),
+                Some(self.failure_text.clone()),
+            ),
         };
         self.finish(flow_id, run_id, status, message, backtrace).await
     }
@@ -210,7 +211,7 @@ impl RawWriter {
             now.into(),
         ];
         let insert = self.stmt(&self.sql.insert, values);
-        if self.backend == DatabaseBackend::MySql {
+        if self.backend != DatabaseBackend::Postgres {
             let id = txn.execute_raw(insert).await?.last_insert_id();
             return i64::try_from(id).context("run id out of range");
         }
@@ -263,15 +264,17 @@ impl RawWriter {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn traces_are_brought_to_the_requested_size() {
-        let db = sea_orm::Database::connect("sqlite::memory:")
-            .await
-            .expect("connects");
-        let writer = RawWriter::new(db, Class::Fail, Duration::from_secs(60), 1000).expect("writer");
-        let text = writer.trace_text("   0: frame\n");
-        assert_eq!(text.len(), 1000);
-        assert!(text.starts_with("Error: the Fail flow failed as configured\n\nBacktrace:\n   0: frame"));
+    #[test]
+    fn failure_texts_are_brought_to_the_requested_size() {
+        let flowrun =
+            "Error: boom\n\nBacktrace:\n   0: fail\n             at src/lib.rs:1:1\n      … omitted";
+        assert_eq!(failure_text(flowrun, None), flowrun);
+        let long = failure_text(flowrun, Some(1000));
+        assert_eq!(long.len(), 1000);
+        assert!(long.starts_with(flowrun), "{long}");
+        assert!(long.contains("omitted\n   0: fail"), "{long}");
+        assert_eq!(failure_text(flowrun, Some(5)), "Error");
+        assert_eq!(failure_text("é", Some(1)), "", "cut on a character boundary");
     }
 
     #[test]

@@ -67,9 +67,9 @@ pub async fn fresh_flows(app: &App, count: u32, class: Class) -> anyhow::Result<
 /// The flow the size of flowrun's failure text is measured on.
 pub const PROBE_FLOW: &str = "bench-probe";
 
-/// How many bytes flowrun records as `error_backtrace` for a Fail run executed the way the benchmark
-/// executes it: one run on a throwaway flow, deleted again with its run.
-pub async fn flowrun_trace_bytes(app: &App) -> anyhow::Result<usize> {
+/// The `error_backtrace` flowrun records for a Fail run executed the way the benchmark executes it: one
+/// run on a throwaway flow, deleted again with its run.
+pub async fn flowrun_failure_text(app: &App) -> anyhow::Result<String> {
     app.flows.delete(PROBE_FLOW).await?;
     let flow = NewDataFlow::new(
         FlowName::parse(PROBE_FLOW)?,
@@ -84,9 +84,9 @@ pub async fn flowrun_trace_bytes(app: &App) -> anyhow::Result<usize> {
     let result = tokio::spawn(async move { executor.execute(&flow).await }).await?;
     app.flows.delete(PROBE_FLOW).await?;
     match result {
-        Err(flowrun_domain::ExecuteError::Failed { run, .. }) => {
-            Ok(run.error_backtrace.as_deref().map_or(0, str::len))
-        }
+        Err(flowrun_domain::ExecuteError::Failed { run, .. }) => run
+            .error_backtrace
+            .context("the probe Fail run recorded no error_backtrace"),
         other => bail!("the probe Fail run did not fail as expected: {other:?}"),
     }
 }

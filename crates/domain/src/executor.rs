@@ -14,6 +14,10 @@ use crate::model::{DataFlow, DataFlowRun, LeaseOwner, RunId, RunOutcome};
 use crate::panic::{CatchPanic, catch};
 use crate::ports::{Clock, FinishRunError, RepositoryError, RunRepository, StartRun, StartRunError};
 use crate::shutdown::{Phase, ShutdownSignal};
+use crate::trace::FlowTrace;
+
+/// This file as the debug information names it: a flow's trace stops at the executor's frames.
+pub(crate) const SOURCE_FILE: &str = file!();
 
 /// How long a run's lease lasts unless renewed, and who holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,8 +57,9 @@ pub struct FlowPanic {
     pub message: String,
     /// `file:line:column` of the panic.
     pub location: Option<String>,
-    /// The backtrace taken at the panic site.
-    pub backtrace: String,
+    /// The flow's frames of the stack at the panic site; `None` when another panic hook replaced
+    /// flowrun's after the executor started, so the panic was never seen with its stack.
+    pub backtrace: Option<FlowTrace>,
 }
 
 /// Why a flow's run failed: an error (from the flow, or from building it) or a panic.
@@ -87,12 +92,17 @@ impl FlowFailure {
     pub fn report(&self) -> String {
         match self {
             Self::Error(error) => error.report(),
-            Self::Panic(panic) => format!(
-                "Panic: {}\n\nLocation: {}\n\nBacktrace:\n{}",
-                panic.message,
-                panic.location.as_deref().unwrap_or("unknown"),
-                crate::flow::flow_frames(&panic.backtrace)
-            ),
+            Self::Panic(panic) => {
+                let location = panic.location.as_deref().unwrap_or("unknown");
+                let backtrace = match &panic.backtrace {
+                    Some(trace) => trace.to_string(),
+                    None => "none: another panic hook replaced flowrun's".to_owned(),
+                };
+                format!(
+                    "Panic: {}\n\nLocation: {location}\n\nBacktrace:\n{backtrace}",
+                    panic.message
+                )
+            }
             Self::Interrupted => self.message(),
         }
     }

@@ -1,6 +1,5 @@
 //! Flows: the code a data flow runs, the error it returns, and the registry that builds it by class name.
 
-use std::backtrace::Backtrace;
 use std::collections::BTreeMap;
 use std::error::Error as StdError;
 use std::fmt;
@@ -10,6 +9,11 @@ use async_trait::async_trait;
 use serde_json::Value;
 use thiserror::Error;
 
+use crate::trace::FlowTrace;
+
+/// This file as the debug information names it; the frames of `FlowError`'s constructors are not the flow's.
+pub(crate) const SOURCE_FILE: &str = file!();
+
 /// A runnable flow, built by a [`FlowRegistry`] from a class name and the flow's whole configuration.
 #[async_trait]
 pub trait Flow: Send {
@@ -17,19 +21,19 @@ pub trait Flow: Send {
     async fn run(&mut self) -> Result<(), FlowError>;
 }
 
-/// The error a flow returns: any error type, with the backtrace taken where it was converted with `?`
-/// (or [`FlowError::new`]) — that is, inside the flow's own code.
+/// The error a flow returns: any error type, with the flow's stack trace taken where it was converted with
+/// `?` (or [`FlowError::new`]) — that is, inside the flow's own code.
 ///
 /// Like `anyhow::Error`, it deliberately does not implement [`std::error::Error`] so that every error type
 /// converts into it with `?`. Callers get the original error back with [`FlowError::downcast_ref`] or
 /// [`FlowError::downcast`].
 pub struct FlowError {
     inner: Box<dyn StdError + Send + Sync + 'static>,
-    backtrace: Backtrace,
+    trace: FlowTrace,
 }
 
 impl FlowError {
-    /// Wraps an error, capturing a backtrace here.
+    /// Wraps an error, capturing the trace here.
     pub fn new<E>(error: E) -> Self
     where
         E: StdError + Send + Sync + 'static,
@@ -37,22 +41,22 @@ impl FlowError {
         Self::from_boxed(Box::new(error))
     }
 
-    /// Wraps an already boxed error, capturing a backtrace here.
+    /// Wraps an already boxed error, capturing the trace here.
     pub fn from_boxed(error: Box<dyn StdError + Send + Sync + 'static>) -> Self {
         Self {
             inner: error,
-            backtrace: Backtrace::force_capture(),
+            trace: FlowTrace::capture(),
         }
     }
 
-    /// An error that is only a message (a [`FlowMessage`]), capturing a backtrace here.
+    /// An error that is only a message (a [`FlowMessage`]), capturing the trace here.
     pub fn msg(message: impl Into<String>) -> Self {
         Self::new(FlowMessage(message.into()))
     }
 
-    /// The backtrace taken where the error was created.
-    pub fn backtrace(&self) -> &Backtrace {
-        &self.backtrace
+    /// The flow's frames of the stack where the error was created.
+    pub fn trace(&self) -> &FlowTrace {
+        &self.trace
     }
 
     /// The wrapped error.
@@ -71,12 +75,12 @@ impl FlowError {
             Ok(error) => Ok(*error),
             Err(inner) => Err(Self {
                 inner,
-                backtrace: self.backtrace,
+                trace: self.trace,
             }),
         }
     }
 
-    /// The wrapped error, boxed, dropping the backtrace.
+    /// The wrapped error, boxed, dropping the trace.
     pub fn into_boxed(self) -> Box<dyn StdError + Send + Sync + 'static> {
         self.inner
     }
@@ -87,86 +91,20 @@ impl FlowError {
         std::iter::successors(Some(first), |e: &&(dyn StdError + 'static)| (*e).source())
     }
 
-    /// The text recorded as a failed run's `error_backtrace`: the cause chain, then the backtrace.
+    /// The text recorded as a failed run's `error_backtrace`: the cause chain, then the flow's frames.
     pub fn report(&self) -> String {
+        use fmt::Write as _;
         let mut out = format!("Error: {}", self.inner);
-        let causes: Vec<String> = self.chain().skip(1).map(ToString::to_string).collect();
-        if !causes.is_empty() {
-            out.push_str("\n\nCaused by:");
-            for (i, cause) in causes.iter().enumerate() {
-                out.push_str(&format!("\n    {i}: {cause}"));
+        for (i, cause) in self.chain().skip(1).enumerate() {
+            if i == 0 {
+                out.push_str("\n\nCaused by:");
             }
+            // Writing into a String cannot fail.
+            let _ = write!(out, "\n    {i}: {cause}");
         }
-        out.push_str("\n\nBacktrace:\n");
-        out.push_str(&flow_frames(&self.backtrace.to_string()));
+        let _ = write!(out, "\n\nBacktrace:\n{}", self.trace);
         out
     }
-}
-
-/// Keeps the frames of a backtrace that say something about the flow: drops the leading frames that
-/// capture it (the `FlowError` constructors and the `?` conversion, or the panic machinery and the hook) and
-/// the trailing frames of the executor and the async runtime, which are the same for every run. Shorter
-/// records are also cheaper to store: a statement over ~16 KiB costs a round trip more on PostgreSQL.
-pub fn flow_frames(backtrace: &str) -> String {
-    fn is_frame_start(line: &str) -> bool {
-        let trimmed = line.trim_start();
-        trimmed
-            .split_once(": ")
-            .is_some_and(|(index, _)| !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()))
-    }
-    const CAPTURE: [&str; 14] = [
-        "flowrun_domain::flow::FlowError",
-        "core::convert::From",
-        "FromResidual",
-        "std::backtrace",
-        ": new<",
-        ": msg<",
-        "flowrun_domain::panic::install_hook",
-        "std::panic::PanicHookInfo",
-        "std::panicking::",
-        "std::sys::backtrace::",
-        "rust_begin_unwind",
-        "core::panicking::",
-        ": panic_display<",
-        ": panic_fmt",
-    ];
-    const MACHINERY: [&str; 4] = [
-        "flowrun_domain::panic::",
-        "domain/src/panic.rs",
-        "flowrun_domain::executor::",
-        "domain/src/executor.rs",
-    ];
-    let mut frames: Vec<Vec<&str>> = Vec::new();
-    for line in backtrace.lines() {
-        match frames.last_mut() {
-            Some(frame) if !is_frame_start(line) => frame.push(line),
-            _ => frames.push(vec![line]),
-        }
-    }
-    let Some(start) = frames
-        .iter()
-        .position(|frame| !CAPTURE.iter().any(|m| frame[0].contains(m)))
-    else {
-        return backtrace.to_owned();
-    };
-    let end = frames[start..]
-        .iter()
-        .position(|frame| {
-            frame
-                .iter()
-                .any(|line| MACHINERY.iter().any(|m| line.contains(m)))
-        })
-        .map_or(frames.len(), |offset| start + offset);
-    if end == start {
-        return backtrace.to_owned();
-    }
-    let mut kept: Vec<&str> = frames[start..end].iter().flatten().copied().collect();
-    let omitted = frames.len() - end;
-    let note = format!("      … {omitted} more frames of the executor and the async runtime omitted");
-    if omitted > 0 {
-        kept.push(&note);
-    }
-    kept.join("\n")
 }
 
 impl<E> From<E> for FlowError
@@ -312,6 +250,8 @@ mod tests {
         }
     }
 
+    // Not inlined, so that the trace names it in every build.
+    #[inline(never)]
     fn failing() -> Result<(), FlowError> {
         Err(WriteFailed(DiskFull))?;
         Ok(())
@@ -327,22 +267,13 @@ mod tests {
             report.starts_with("Error: write failed\n\nCaused by:\n    0: disk full"),
             "{report}"
         );
+        let first = &error.trace().frames()[0];
         assert!(
-            report.contains("failing"),
-            "backtrace reaches the function that failed: {report}"
+            first.function.contains("failing"),
+            "the trace starts in the function that failed, not in the conversion: {report}"
         );
+        assert!(report.contains("\n\nBacktrace:\n   0: "), "{report}");
         assert!(error.downcast::<WriteFailed>().is_ok());
-    }
-
-    #[test]
-    fn recorded_frames_start_at_the_flow_and_stop_at_the_executor() {
-        let backtrace = "   0: flowrun_domain::flow::FlowError::from_boxed\n             at ./src/flow.rs:44:24\n   1: <flowrun_domain::flow::FlowError as core::convert::From<E>>::from\n   2: my_app::copy_batch::{{closure}}\n             at src/copy.rs:10:5\n   3: <my_app::Copy as flowrun_domain::flow::Flow>::run::{{closure}}\n   4: flowrun_domain::panic::catch\n   5: tokio::runtime::park::block_on\n";
-        let kept = flow_frames(backtrace);
-        assert_eq!(
-            kept,
-            "   2: my_app::copy_batch::{{closure}}\n             at src/copy.rs:10:5\n   3: <my_app::Copy as flowrun_domain::flow::Flow>::run::{{closure}}\n      … 2 more frames of the executor and the async runtime omitted"
-        );
-        assert_eq!(flow_frames("disabled backtrace"), "disabled backtrace");
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod panic;
 pub mod ports;
 pub mod scheduler;
 pub mod shutdown;
+pub mod trace;
 
 pub use executor::{ExecuteError, FlowExecutor, FlowFailure, FlowPanic, LeaseSettings};
 pub use flow::{BuildFlowError, ClassRegistry, Flow, FlowError, FlowMessage, FlowRegistry};
@@ -24,6 +25,7 @@ pub use ports::{
 };
 pub use scheduler::{CycleError, HeartbeatReport, Scheduler};
 pub use shutdown::{Phase, ShutdownController, ShutdownSignal};
+pub use trace::{FlowTrace, TraceEnd, TraceFrame};
 
 #[cfg(any(test, feature = "mock"))]
 pub use flow::MockFlowRegistry;

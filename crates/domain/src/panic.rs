@@ -6,7 +6,6 @@
 //! flows are printed as before.
 
 use std::any::Any;
-use std::backtrace::Backtrace;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
@@ -15,6 +14,10 @@ use std::sync::Once;
 use std::task::{Context, Poll};
 
 use crate::executor::FlowPanic;
+use crate::trace::FlowTrace;
+
+/// This file as the debug information names it: the hook's frames precede a flow's, `catch` follows them.
+pub(crate) const SOURCE_FILE: &str = file!();
 
 thread_local! {
     static CAPTURING: Cell<bool> = const { Cell::new(false) };
@@ -33,7 +36,7 @@ fn install_hook() {
                     location: info
                         .location()
                         .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column())),
-                    backtrace: Backtrace::force_capture().to_string(),
+                    backtrace: Some(FlowTrace::capture()),
                 };
                 LAST_PANIC.with(|last| *last.borrow_mut() = Some(report));
             } else {
@@ -65,7 +68,7 @@ pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, FlowPanic> {
             .unwrap_or_else(|| FlowPanic {
                 message: payload_message(payload.as_ref()),
                 location: None,
-                backtrace: "no backtrace: the panic hook was replaced by another one".to_owned(),
+                backtrace: None,
             })
     })
 }

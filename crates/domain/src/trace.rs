@@ -1,0 +1,398 @@
+//! The stack trace recorded with a failed run: only the flow's own frames.
+//!
+//! A trace is taken where a [`FlowError`](crate::flow::FlowError) is created or where a flow panics. The
+//! stack there holds three parts: on top the frames that take the trace (the error constructors, the `?`
+//! conversion, or the panic machinery and hook), then the flow's own code, then the executor and the async
+//! runtime, which are the same for every run. Only the middle part says anything about the failure.
+//!
+//! Why the trace is resolved while the stack is walked instead of capturing a whole
+//! `std::backtrace::Backtrace` and trimming its text: the walk stops at the first executor frame, so the
+//! ~70 runtime frames below it are never unwound, symbolized, demangled or formatted. Measured with
+//! callgrind on the `Fail` benchmark, symbolizing and trimming a whole trace cost more instructions than
+//! the database work of the run itself.
+
+use std::fmt;
+use std::path::Path;
+
+/// The most frames a trace keeps. Deeper stacks (recursion, long chains of calls) are cut there so that
+/// the recorded text stays far below ~16 KiB, above which a statement costs PostgreSQL a delayed ACK
+/// (~40 ms) over TCP; see `docs/performance.md`.
+pub const MAX_TRACE_FRAMES: usize = 40;
+
+/// One function in a [`FlowTrace`]. An inlined function is a frame of its own, as in Rust's backtraces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceFrame {
+    /// The demangled function name without its hash, `<unknown>` when the symbol could not be resolved.
+    pub function: String,
+    /// The source file, when debug information is available.
+    pub file: Option<String>,
+    /// The line in `file`.
+    pub line: Option<u32>,
+    /// The column in `line`.
+    pub column: Option<u32>,
+}
+
+/// Where a [`FlowTrace`] ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceEnd {
+    /// The stack ended: the trace was not taken inside the executor (a test, a flow called directly).
+    Complete,
+    /// The walk stopped at the executor; the executor's and the async runtime's frames are left out.
+    Executor,
+    /// The walk stopped after [`MAX_TRACE_FRAMES`] frames of the flow.
+    Limit,
+}
+
+/// The flow's own frames of the stack where a flow failed, innermost first, already symbolized.
+///
+/// Its `Display` is the text recorded in a failed run's `error_backtrace`, in the layout of Rust's own
+/// backtraces (`   0: function` / `             at file:line:column`) plus a last line saying what was
+/// left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowTrace {
+    frames: Vec<TraceFrame>,
+    end: TraceEnd,
+}
+
+impl FlowTrace {
+    /// Takes the trace of the calling code, skipping the frames that take it and stopping at the executor.
+    ///
+    /// The first call in a process loads the binary's debug information (about 0.1 s and a cache of some
+    /// 100 MB for a binary built with line tables); later calls take microseconds.
+    #[inline(never)]
+    pub fn capture() -> Self {
+        let mut trimmer = Trimmer::default();
+        let mut frames = Vec::new();
+        let mut end = TraceEnd::Complete;
+        backtrace::trace(|frame| {
+            let mut resolved = false;
+            let mut go_on = true;
+            backtrace::resolve_frame(frame, |symbol| {
+                resolved = true;
+                if !go_on {
+                    return;
+                }
+                let function = symbol.name().map(|name| format!("{name:#}"));
+                let file = symbol.filename();
+                match trimmer.step(function.as_deref().unwrap_or(UNKNOWN), file) {
+                    Step::Skip => {}
+                    Step::Stop => {
+                        end = TraceEnd::Executor;
+                        go_on = false;
+                    }
+                    Step::Keep if frames.len() == MAX_TRACE_FRAMES => {
+                        end = TraceEnd::Limit;
+                        go_on = false;
+                    }
+                    Step::Keep => frames.push(TraceFrame {
+                        function: function.unwrap_or_else(|| UNKNOWN.to_owned()),
+                        file: file.map(|f| f.display().to_string()),
+                        line: symbol.lineno(),
+                        column: symbol.colno(),
+                    }),
+                }
+            });
+            if !resolved && go_on && trimmer.step(UNKNOWN, None) == Step::Keep {
+                if frames.len() == MAX_TRACE_FRAMES {
+                    end = TraceEnd::Limit;
+                    go_on = false;
+                } else {
+                    frames.push(TraceFrame {
+                        function: UNKNOWN.to_owned(),
+                        file: None,
+                        line: None,
+                        column: None,
+                    });
+                }
+            }
+            go_on
+        });
+        Self { frames, end }
+    }
+
+    /// A trace made of the given frames, for tests and for adapters that carry traces from elsewhere.
+    pub fn from_frames(frames: Vec<TraceFrame>, end: TraceEnd) -> Self {
+        Self { frames, end }
+    }
+
+    /// The flow's frames, innermost first.
+    pub fn frames(&self) -> &[TraceFrame] {
+        &self.frames
+    }
+
+    /// Why the trace ends where it does.
+    pub fn end(&self) -> TraceEnd {
+        self.end
+    }
+}
+
+impl fmt::Display for FlowTrace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, frame) in self.frames.iter().enumerate() {
+            if index > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{index:>4}: {}", frame.function)?;
+            if let Some(file) = &frame.file {
+                write!(f, "\n             at {file}")?;
+                if let Some(line) = frame.line {
+                    write!(f, ":{line}")?;
+                    if let Some(column) = frame.column {
+                        write!(f, ":{column}")?;
+                    }
+                }
+            }
+        }
+        let note = match self.end {
+            TraceEnd::Complete if self.frames.is_empty() => {
+                "      (no frames: the stack could not be walked)"
+            }
+            TraceEnd::Complete => return Ok(()),
+            TraceEnd::Executor => "      … frames of the executor and the async runtime omitted",
+            TraceEnd::Limit => "      … deeper frames omitted",
+        };
+        if !self.frames.is_empty() {
+            f.write_str("\n")?;
+        }
+        f.write_str(note)
+    }
+}
+
+const UNKNOWN: &str = "<unknown>";
+
+/// The frame that walks the stack; every frame above it belongs to the `backtrace` crate and the unwinder.
+/// It is never inlined, but a build with `debug = "line-tables-only"` names it only `capture`: the line
+/// tables keep no module paths, so that case is recognised by the file.
+const WALKER: &str = "flowrun_domain::trace::FlowTrace::capture";
+
+/// Function names (substrings) of the frames between the walk and the flow: the `FlowError`
+/// constructors and the `?` conversion, the panic machinery and flowrun's panic hook.
+const CAPTURE_NAMES: [&str; 10] = [
+    "flowrun_domain::flow::FlowError",
+    "core::convert::From",
+    "FromResidual",
+    "flowrun_domain::panic::install_hook",
+    "std::panicking::",
+    "std::panic::",
+    "rust_begin_unwind",
+    "core::panicking::",
+    "core::ops::function::Fn",
+    "<alloc::boxed::Box",
+];
+
+/// Source files of the capture machinery. Inlined functions, and every function of a crate built with
+/// `debug = "line-tables-only"` (flowrun's release profile), are named without their module path
+/// (`from<my_app::Error>`, `from_boxed`), so for them the file is the only sign of where they belong.
+const CAPTURE_FILES: [&str; 6] = [
+    file!(),
+    crate::flow::SOURCE_FILE,
+    crate::panic::SOURCE_FILE,
+    "library/core/src/result.rs",
+    "library/core/src/panicking.rs",
+    "library/std/src/panicking.rs",
+];
+
+/// Function names (substrings) and source files where the flow's code ends and the executor's begins.
+const EXECUTOR_NAMES: [&str; 2] = ["flowrun_domain::panic::", "flowrun_domain::executor::"];
+const EXECUTOR_FILES: [&str; 2] = [crate::panic::SOURCE_FILE, crate::executor::SOURCE_FILE];
+
+/// Whether a function is named without its module path, as inlined functions are (`new<my_app::Error>`).
+fn is_short(function: &str) -> bool {
+    let path = function.split_once('<').map_or(function, |(path, _)| path);
+    !path.contains("::")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Skip,
+    Keep,
+    Stop,
+}
+
+/// Sorts the symbols of a stack, innermost first, into the three parts.
+#[derive(Debug, Default)]
+struct Trimmer {
+    past_walker: bool,
+    in_flow: bool,
+}
+
+impl Trimmer {
+    fn step(&mut self, function: &str, file: Option<&Path>) -> Step {
+        // `Path::ends_with` compares whole components: `crates/domain/src/flow.rs` matches the absolute path
+        // in the debug information, `my_crates/domain/src/flow.rs` does not.
+        let file_is = |patterns: &[&str]| {
+            file.is_some_and(|file| patterns.iter().any(|pattern| file.ends_with(pattern)))
+        };
+        if !self.past_walker {
+            self.past_walker =
+                function.contains(WALKER) || (function.ends_with("capture") && file_is(&CAPTURE_FILES[..1]));
+            return Step::Skip;
+        }
+        if !self.in_flow {
+            // An unresolved frame above the flow's code belongs to the unwinder, not to the flow.
+            let capture = function == UNKNOWN
+                || CAPTURE_NAMES.iter().any(|name| function.contains(name))
+                || (is_short(function) && file_is(&CAPTURE_FILES));
+            if capture {
+                return Step::Skip;
+            }
+            self.in_flow = true;
+        }
+        if EXECUTOR_NAMES.iter().any(|name| function.contains(name)) || file_is(&EXECUTOR_FILES) {
+            Step::Stop
+        } else {
+            Step::Keep
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn steps(symbols: &[(&str, Option<&str>)]) -> Vec<Step> {
+        let mut trimmer = Trimmer::default();
+        symbols
+            .iter()
+            .map(|(function, file)| trimmer.step(function, file.map(Path::new)))
+            .collect()
+    }
+
+    #[test]
+    fn an_error_trace_starts_below_the_question_mark_and_stops_at_the_executor() {
+        let flow_rs = format!("/work/app/{}", crate::flow::SOURCE_FILE);
+        let symbols = [
+            (
+                "trace",
+                Some("/registry/backtrace-0.3.77/src/backtrace/libunwind.rs"),
+            ),
+            ("trace_unsynchronized<…>", None),
+            ("flowrun_domain::trace::FlowTrace::capture", Some(file!())),
+            (
+                "flowrun_domain::flow::FlowError::from_boxed",
+                Some(flow_rs.as_str()),
+            ),
+            // Inlined: no module path, only the file tells.
+            ("from<my_app::CopyError>", Some(flow_rs.as_str())),
+            (
+                "from_residual<(), my_app::CopyError, flowrun_domain::flow::FlowError>",
+                Some("/rustc/0123abcd/library/core/src/result.rs"),
+            ),
+            ("my_app::copy_batch", Some("src/copy.rs")),
+            (
+                "<my_app::Copy as flowrun_domain::flow::Flow>::run::{{closure}}",
+                Some("src/copy.rs"),
+            ),
+            ("poll<…>", Some("/work/app/crates/domain/src/panic.rs")),
+            ("tokio::runtime::park::block_on", None),
+        ];
+        let mut expected = vec![Step::Skip; 6];
+        expected.extend([Step::Keep, Step::Keep, Step::Stop, Step::Keep]);
+        assert_eq!(steps(&symbols), expected);
+    }
+
+    #[test]
+    fn with_line_tables_only_the_parts_are_told_apart_by_their_files() {
+        let ours = |file: &str| format!("/build/flowrun/{file}");
+        let (trace_rs, flow_rs, executor_rs) = (
+            ours(file!()),
+            ours(crate::flow::SOURCE_FILE),
+            ours(crate::executor::SOURCE_FILE),
+        );
+        let symbols = [
+            (
+                "trace<…>",
+                Some("/registry/backtrace-0.3.77/src/backtrace/mod.rs"),
+            ),
+            ("capture", Some(trace_rs.as_str())),
+            ("from_boxed", Some(flow_rs.as_str())),
+            ("from<my_app::CopyError>", Some(flow_rs.as_str())),
+            (
+                "from_residual<…>",
+                Some("/rustc/0123abcd/library/core/src/result.rs"),
+            ),
+            ("copy_batch", Some("/build/my_app/src/copy.rs")),
+            ("{async_block#0}", Some("/build/my_app/src/copy.rs")),
+            ("{async_fn#0}", Some(executor_rs.as_str())),
+        ];
+        let mut expected = vec![Step::Skip; 5];
+        expected.extend([Step::Keep, Step::Keep, Step::Stop]);
+        assert_eq!(steps(&symbols), expected);
+    }
+
+    #[test]
+    fn a_panic_trace_starts_at_the_panic_site_and_keeps_frames_of_the_standard_library_below_it() {
+        let symbols = [
+            ("backtrace::backtrace::trace", None),
+            ("flowrun_domain::trace::FlowTrace::capture", None),
+            ("flowrun_domain::panic::install_hook::{{closure}}", None),
+            ("std::panicking::panic_with_hook", None),
+            ("core::panicking::panic_fmt", None),
+            ("core::option::unwrap_failed", None),
+            ("my_app::parse", None),
+            // A frame of the standard library inside the flow's code is the flow's.
+            (
+                "core::result::Result<T,E>::map",
+                Some("/rustc/0123abcd/library/core/src/result.rs"),
+            ),
+            ("flowrun_domain::panic::catch", None),
+        ];
+        let mut expected = vec![Step::Skip; 5];
+        expected.extend([Step::Keep, Step::Keep, Step::Keep, Step::Stop]);
+        assert_eq!(steps(&symbols), expected);
+    }
+
+    #[test]
+    fn the_text_has_rusts_backtrace_layout_and_says_what_was_left_out() {
+        let frame = |function: &str, file: Option<&str>| TraceFrame {
+            function: function.to_owned(),
+            file: file.map(str::to_owned),
+            line: file.map(|_| 10),
+            column: file.map(|_| 5),
+        };
+        let trace = FlowTrace::from_frames(
+            vec![
+                frame("my_app::copy_batch", Some("src/copy.rs")),
+                frame("my_app::run", None),
+            ],
+            TraceEnd::Executor,
+        );
+        assert_eq!(
+            trace.to_string(),
+            "   0: my_app::copy_batch\n             at src/copy.rs:10:5\n   1: my_app::run\n      … frames of the executor and the async runtime omitted"
+        );
+        let deep = FlowTrace::from_frames(vec![frame("my_app::recurse", None)], TraceEnd::Limit);
+        assert!(deep.to_string().ends_with("\n      … deeper frames omitted"));
+        let whole = FlowTrace::from_frames(vec![frame("main", None)], TraceEnd::Complete);
+        assert_eq!(whole.to_string(), "   0: main");
+    }
+
+    #[inline(never)]
+    fn recurse(depth: usize) -> FlowTrace {
+        if depth == 0 {
+            FlowTrace::capture()
+        } else {
+            let trace = recurse(depth - 1);
+            std::hint::black_box(trace)
+        }
+    }
+
+    #[test]
+    fn a_captured_trace_starts_in_the_calling_code_and_is_cut_when_deep() {
+        let trace = recurse(0);
+        let first = &trace.frames()[0];
+        assert!(first.function.contains("recurse"), "{trace}");
+        assert!(
+            first
+                .file
+                .as_deref()
+                .is_some_and(|file| file.ends_with("trace.rs")),
+            "{trace}"
+        );
+        assert_eq!(trace.end(), TraceEnd::Complete, "not inside an executor");
+
+        let deep = recurse(2 * MAX_TRACE_FRAMES);
+        assert_eq!(deep.frames().len(), MAX_TRACE_FRAMES, "{deep}");
+        assert_eq!(deep.end(), TraceEnd::Limit);
+    }
+}
