@@ -72,9 +72,10 @@ impl FlowTrace {
                 if !go_on {
                     return;
                 }
-                let function = symbol.name().map(|name| format!("{name:#}"));
                 let file = symbol.filename();
-                match trimmer.step(function.as_deref().unwrap_or(UNKNOWN), file) {
+                // Demangled only when needed: most symbols above the flow are told apart by file alone.
+                let mut function = Name::lazy(|| symbol.name().map(|name| format!("{name:#}")));
+                match trimmer.step(&mut function, file) {
                     Step::Skip => {}
                     Step::Stop => {
                         end = TraceEnd::Executor;
@@ -85,14 +86,14 @@ impl FlowTrace {
                         go_on = false;
                     }
                     Step::Keep => frames.push(TraceFrame {
-                        function: function.unwrap_or_else(|| UNKNOWN.to_owned()),
+                        function: function.into_string(),
                         file: file.map(|f| f.display().to_string()),
                         line: symbol.lineno(),
                         column: symbol.colno(),
                     }),
                 }
             });
-            if !resolved && go_on && trimmer.step(UNKNOWN, None) == Step::Keep {
+            if !resolved && go_on && trimmer.step(&mut Name::known(UNKNOWN), None) == Step::Keep {
                 if frames.len() == MAX_TRACE_FRAMES {
                     end = TraceEnd::Limit;
                     go_on = false;
@@ -161,23 +162,25 @@ impl fmt::Display for FlowTrace {
 const UNKNOWN: &str = "<unknown>";
 
 /// The frame that walks the stack; every frame above it belongs to the `backtrace` crate and the unwinder.
-/// It is never inlined, but a build with `debug = "line-tables-only"` names it only `capture`: the line
-/// tables keep no module paths, so that case is recognised by the file.
+/// A build with `debug = "line-tables-only"` names it only `capture` (line tables keep no module paths),
+/// so it is recognised by its file, and by this name only where there is no debug information at all.
 const WALKER: &str = "flowrun_domain::trace::FlowTrace::capture";
 
-/// Function names (substrings) of the frames between the walk and the flow: the `FlowError`
-/// constructors and the `?` conversion, the panic machinery and flowrun's panic hook.
-const CAPTURE_NAMES: [&str; 10] = [
+/// How the functions between the walk and the flow begin — the `FlowError` constructors and the `?`
+/// conversion, the panic machinery and flowrun's panic hook — once a leading `<` is dropped (`<T as
+/// Trait>::f`). Prefixes, not substrings: this runs for every such frame of every failure.
+const CAPTURE_PREFIXES: [&str; 11] = [
     "flowrun_domain::flow::FlowError",
-    "core::convert::From",
-    "FromResidual",
     "flowrun_domain::panic::install_hook",
+    "core::result::Result",
     "std::panicking::",
     "std::panic::",
-    "rust_begin_unwind",
+    "std::sys::backtrace::",
     "core::panicking::",
+    "__rustc::rust_begin_unwind",
+    "rust_begin_unwind",
     "core::ops::function::Fn",
-    "<alloc::boxed::Box",
+    "alloc::boxed::Box",
 ];
 
 /// Source files of the capture machinery. Inlined functions, and every function of a crate built with
@@ -192,14 +195,65 @@ const CAPTURE_FILES: [&str; 6] = [
     "library/std/src/panicking.rs",
 ];
 
-/// Function names (substrings) and source files where the flow's code ends and the executor's begins.
-const EXECUTOR_NAMES: [&str; 2] = ["flowrun_domain::panic::", "flowrun_domain::executor::"];
+/// How the functions and source files begin where the flow's code ends and the executor's begins.
+const EXECUTOR_PREFIXES: [&str; 2] = ["flowrun_domain::panic::", "flowrun_domain::executor::"];
 const EXECUTOR_FILES: [&str; 2] = [crate::panic::SOURCE_FILE, crate::executor::SOURCE_FILE];
+
+/// Whether `file` ends with the path `suffix` at a component boundary: `crates/domain/src/flow.rs`
+/// matches the absolute path in the debug information, `my_crates/domain/src/flow.rs` does not. On bytes,
+/// because `Path::ends_with` parses every component of both paths (measured: most of the cost of sorting
+/// the frames).
+fn file_ends_with(file: &Path, suffix: &str) -> bool {
+    let file = file.as_os_str().as_encoded_bytes();
+    let suffix = suffix.as_bytes();
+    file.ends_with(suffix)
+        && (file.len() == suffix.len() || matches!(file[file.len() - suffix.len() - 1], b'/' | b'\\'))
+}
+
+fn has_prefix(function: &str, prefixes: &[&str]) -> bool {
+    let function = function.strip_prefix('<').unwrap_or(function);
+    prefixes.iter().any(|prefix| function.starts_with(prefix))
+}
 
 /// Whether a function is named without its module path, as inlined functions are (`new<my_app::Error>`).
 fn is_short(function: &str) -> bool {
     let path = function.split_once('<').map_or(function, |(path, _)| path);
     !path.contains("::")
+}
+
+/// A symbol's function name, demangled on first use.
+struct Name<'a> {
+    value: Option<String>,
+    make: Option<Box<dyn FnOnce() -> Option<String> + 'a>>,
+}
+
+impl<'a> Name<'a> {
+    fn lazy(make: impl FnOnce() -> Option<String> + 'a) -> Self {
+        Self {
+            value: None,
+            make: Some(Box::new(make)),
+        }
+    }
+
+    fn known(name: &str) -> Self {
+        Self {
+            value: Some(name.to_owned()),
+            make: None,
+        }
+    }
+
+    fn get(&mut self) -> &str {
+        if self.value.is_none() {
+            let made = self.make.take().and_then(|make| make());
+            self.value = Some(made.unwrap_or_else(|| UNKNOWN.to_owned()));
+        }
+        self.value.as_deref().unwrap_or(UNKNOWN)
+    }
+
+    fn into_string(mut self) -> String {
+        self.get();
+        self.value.unwrap_or_else(|| UNKNOWN.to_owned())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,28 +271,27 @@ struct Trimmer {
 }
 
 impl Trimmer {
-    fn step(&mut self, function: &str, file: Option<&Path>) -> Step {
-        // `Path::ends_with` compares whole components: `crates/domain/src/flow.rs` matches the absolute path
-        // in the debug information, `my_crates/domain/src/flow.rs` does not.
-        let file_is = |patterns: &[&str]| {
-            file.is_some_and(|file| patterns.iter().any(|pattern| file.ends_with(pattern)))
-        };
+    fn step(&mut self, function: &mut Name<'_>, file: Option<&Path>) -> Step {
+        let file_is = |files: &[&str]| file.is_some_and(|file| files.iter().any(|f| file_ends_with(file, f)));
         if !self.past_walker {
-            self.past_walker =
-                function.contains(WALKER) || (function.ends_with("capture") && file_is(&CAPTURE_FILES[..1]));
+            self.past_walker = match file {
+                Some(_) => file_is(&CAPTURE_FILES[..1]),
+                None => function.get().contains(WALKER),
+            };
             return Step::Skip;
         }
         if !self.in_flow {
+            let name = function.get();
             // An unresolved frame above the flow's code belongs to the unwinder, not to the flow.
-            let capture = function == UNKNOWN
-                || CAPTURE_NAMES.iter().any(|name| function.contains(name))
-                || (is_short(function) && file_is(&CAPTURE_FILES));
+            let capture = name == UNKNOWN
+                || has_prefix(name, &CAPTURE_PREFIXES)
+                || (is_short(name) && file_is(&CAPTURE_FILES));
             if capture {
                 return Step::Skip;
             }
             self.in_flow = true;
         }
-        if EXECUTOR_NAMES.iter().any(|name| function.contains(name)) || file_is(&EXECUTOR_FILES) {
+        if file_is(&EXECUTOR_FILES) || has_prefix(function.get(), &EXECUTOR_PREFIXES) {
             Step::Stop
         } else {
             Step::Keep
@@ -254,7 +307,7 @@ mod tests {
         let mut trimmer = Trimmer::default();
         symbols
             .iter()
-            .map(|(function, file)| trimmer.step(function, file.map(Path::new)))
+            .map(|(function, file)| trimmer.step(&mut Name::known(function), file.map(Path::new)))
             .collect()
     }
 
@@ -340,6 +393,21 @@ mod tests {
         let mut expected = vec![Step::Skip; 5];
         expected.extend([Step::Keep, Step::Keep, Step::Keep, Step::Stop]);
         assert_eq!(steps(&symbols), expected);
+    }
+
+    #[test]
+    fn files_match_at_path_component_boundaries_only() {
+        let ours = "crates/domain/src/flow.rs";
+        assert!(file_ends_with(
+            Path::new("/work/app/crates/domain/src/flow.rs"),
+            ours
+        ));
+        assert!(file_ends_with(Path::new("crates/domain/src/flow.rs"), ours));
+        assert!(!file_ends_with(
+            Path::new("/work/my_crates/domain/src/flow.rs"),
+            ours
+        ));
+        assert!(!file_ends_with(Path::new("src/flow.rs"), ours));
     }
 
     #[test]
