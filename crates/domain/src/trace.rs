@@ -146,7 +146,7 @@ impl fmt::Display for FlowTrace {
         }
         let note = match self.end {
             TraceEnd::Complete if self.frames.is_empty() => {
-                "      (no frames: the stack could not be walked)"
+                "      (no frames: the stack could not be walked, or the binary has no symbols)"
             }
             TraceEnd::Complete => return Ok(()),
             TraceEnd::Executor => "      … frames of the executor and the async runtime omitted",
