@@ -583,3 +583,62 @@ async fn migrating_again_is_a_no_op() {
     })
     .await;
 }
+
+/// Names of the indexes on `data_flow_runs`.
+async fn run_indexes(app: &App, kind: Kind) -> Vec<String> {
+    let sql = match kind {
+        Kind::Sqlite => "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'data_flow_runs'",
+        Kind::Postgres => "SELECT indexname FROM pg_indexes WHERE tablename = 'data_flow_runs'",
+        Kind::MySql => {
+            "SELECT DISTINCT index_name FROM information_schema.statistics \
+             WHERE table_schema = DATABASE() AND table_name = 'data_flow_runs'"
+        }
+    };
+    let db = app.connection();
+    let rows = db
+        .query_all_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .expect("index names");
+    let mut names: Vec<String> = rows
+        .iter()
+        .map(|row| row.try_get_by_index::<String>(0).expect("a name"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn the_reaper_index_holds_only_live_runs_where_the_backend_allows_it() {
+    each_backend(async |db, app, k| {
+        let names = run_indexes(&app, db.kind).await;
+        let (present, absent) = if db.kind == Kind::MySql {
+            ("idx_data_flow_runs_lease", "idx_data_flow_runs_live_lease")
+        } else {
+            ("idx_data_flow_runs_live_lease", "idx_data_flow_runs_lease")
+        };
+        assert!(names.iter().any(|n| n == present), "{k}: {names:?}");
+        assert!(!names.iter().any(|n| n == absent), "{k}: {names:?}");
+
+        // The migration can be taken back and applied again, and the reaper works on the result.
+        use flowrun_migration::MigratorTrait as _;
+        flowrun_migration::Migrator::down(app.connection(), Some(1))
+            .await
+            .unwrap_or_else(|e| panic!("{k}: down: {e}"));
+        assert!(
+            run_indexes(&app, db.kind)
+                .await
+                .iter()
+                .any(|n| n == "idx_data_flow_runs_lease"),
+            "{k}: down restores the full index"
+        );
+        flowrun_infra::migrate(app.connection(), &db.url)
+            .await
+            .unwrap_or_else(|e| panic!("{k}: up: {e}"));
+        assert_eq!(run_indexes(&app, db.kind).await, names, "{k}");
+        let flow = create(&app, "f", json!("Noop")).await;
+        app.runs.start_run(start(&flow, t(10))).await.expect("started");
+        let reaped = app.runs.reap_expired(t(100), None).await.expect("reap");
+        assert_eq!(reaped.len(), 1, "{k}");
+    })
+    .await;
+}

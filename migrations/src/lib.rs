@@ -4,6 +4,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261126_000001_create_data_flows;
+mod m20261127_000001_live_run_lease_index;
 
 /// Every migration of flowrun, in order.
 #[derive(Debug)]
@@ -12,6 +13,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261126_000001_create_data_flows::Migration)]
+        vec![
+            Box::new(m20261126_000001_create_data_flows::Migration),
+            Box::new(m20261127_000001_live_run_lease_index::Migration),
+        ]
     }
 }

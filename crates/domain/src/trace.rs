@@ -11,8 +11,10 @@
 //! callgrind on the `Fail` benchmark, symbolizing and trimming a whole trace cost more instructions than
 //! the database work of the run itself.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 /// The most frames a trace keeps. Deeper stacks (recursion, long chains of calls) are cut there so that
 /// the recorded text stays far below ~16 KiB, above which a statement costs PostgreSQL a delayed ACK
@@ -65,48 +67,34 @@ impl FlowTrace {
         let mut frames = Vec::new();
         let mut end = TraceEnd::Complete;
         backtrace::trace(|frame| {
-            let mut resolved = false;
-            let mut go_on = true;
-            backtrace::resolve_frame(frame, |symbol| {
-                resolved = true;
-                if !go_on {
-                    return;
-                }
-                let file = symbol.filename();
-                // Demangled only when needed: most symbols above the flow are told apart by file alone.
-                let mut function = Name::lazy(|| symbol.name().map(|name| format!("{name:#}")));
-                match trimmer.step(&mut function, file) {
+            let symbols = resolved(frame);
+            let unresolved = [Symbol::default()];
+            let symbols = if symbols.is_empty() {
+                &unresolved[..]
+            } else {
+                &symbols[..]
+            };
+            for symbol in symbols {
+                let function = symbol.function.as_deref().unwrap_or(UNKNOWN);
+                match trimmer.step(function, symbol.file.as_deref()) {
                     Step::Skip => {}
                     Step::Stop => {
                         end = TraceEnd::Executor;
-                        go_on = false;
+                        return false;
                     }
                     Step::Keep if frames.len() == MAX_TRACE_FRAMES => {
                         end = TraceEnd::Limit;
-                        go_on = false;
+                        return false;
                     }
                     Step::Keep => frames.push(TraceFrame {
-                        function: function.into_string(),
-                        file: file.map(|f| f.display().to_string()),
-                        line: symbol.lineno(),
-                        column: symbol.colno(),
+                        function: function.to_owned(),
+                        file: symbol.file.as_ref().map(|f| f.display().to_string()),
+                        line: symbol.line,
+                        column: symbol.column,
                     }),
                 }
-            });
-            if !resolved && go_on && trimmer.step(&mut Name::known(UNKNOWN), None) == Step::Keep {
-                if frames.len() == MAX_TRACE_FRAMES {
-                    end = TraceEnd::Limit;
-                    go_on = false;
-                } else {
-                    frames.push(TraceFrame {
-                        function: UNKNOWN.to_owned(),
-                        file: None,
-                        line: None,
-                        column: None,
-                    });
-                }
             }
-            go_on
+            true
         });
         Self { frames, end }
     }
@@ -221,39 +209,49 @@ fn is_short(function: &str) -> bool {
     !path.contains("::")
 }
 
-/// A symbol's function name, demangled on first use.
-struct Name<'a> {
-    value: Option<String>,
-    make: Option<Box<dyn FnOnce() -> Option<String> + 'a>>,
+/// One function at an instruction address, as resolved from the debug information.
+#[derive(Debug, Default)]
+struct Symbol {
+    function: Option<String>,
+    file: Option<PathBuf>,
+    line: Option<u32>,
+    column: Option<u32>,
 }
 
-impl<'a> Name<'a> {
-    fn lazy(make: impl FnOnce() -> Option<String> + 'a) -> Self {
-        Self {
-            value: None,
-            make: Some(Box::new(make)),
-        }
-    }
+/// Resolved frames by instruction address, shared by all threads.
+///
+/// A flow that fails fails at the same few places, and the frames above and below its code (the walk, the
+/// `?` conversion, the executor) are the same for every failure; resolving an address means searching the
+/// debug information and demangling. Cached, a repeated failure only unwinds and looks up. Bounded: the
+/// cache is emptied when it reaches [`MAX_CACHED_ADDRESSES`].
+static RESOLVED: LazyLock<Mutex<HashMap<usize, Arc<[Symbol]>>>> = LazyLock::new(Mutex::default);
 
-    fn known(name: &str) -> Self {
-        Self {
-            value: Some(name.to_owned()),
-            make: None,
-        }
-    }
+/// How many addresses [`RESOLVED`] holds before it starts over (a few hundred bytes each).
+const MAX_CACHED_ADDRESSES: usize = 4096;
 
-    fn get(&mut self) -> &str {
-        if self.value.is_none() {
-            let made = self.make.take().and_then(|make| make());
-            self.value = Some(made.unwrap_or_else(|| UNKNOWN.to_owned()));
-        }
-        self.value.as_deref().unwrap_or(UNKNOWN)
+fn resolved(frame: &backtrace::Frame) -> Arc<[Symbol]> {
+    // A panic never happens while the lock is held; tolerate poisoning anyway rather than lose traces.
+    let cache = || RESOLVED.lock().unwrap_or_else(PoisonError::into_inner);
+    let address = frame.ip() as usize;
+    if let Some(symbols) = cache().get(&address) {
+        return Arc::clone(symbols);
     }
-
-    fn into_string(mut self) -> String {
-        self.get();
-        self.value.unwrap_or_else(|| UNKNOWN.to_owned())
+    let mut symbols = Vec::new();
+    backtrace::resolve_frame(frame, |symbol| {
+        symbols.push(Symbol {
+            function: symbol.name().map(|name| format!("{name:#}")),
+            file: symbol.filename().map(Path::to_path_buf),
+            line: symbol.lineno(),
+            column: symbol.colno(),
+        });
+    });
+    let symbols: Arc<[Symbol]> = symbols.into();
+    let mut cache = cache();
+    if cache.len() >= MAX_CACHED_ADDRESSES {
+        cache.clear();
     }
+    cache.insert(address, Arc::clone(&symbols));
+    symbols
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,27 +269,26 @@ struct Trimmer {
 }
 
 impl Trimmer {
-    fn step(&mut self, function: &mut Name<'_>, file: Option<&Path>) -> Step {
+    fn step(&mut self, function: &str, file: Option<&Path>) -> Step {
         let file_is = |files: &[&str]| file.is_some_and(|file| files.iter().any(|f| file_ends_with(file, f)));
         if !self.past_walker {
             self.past_walker = match file {
                 Some(_) => file_is(&CAPTURE_FILES[..1]),
-                None => function.get().contains(WALKER),
+                None => function.contains(WALKER),
             };
             return Step::Skip;
         }
         if !self.in_flow {
-            let name = function.get();
             // An unresolved frame above the flow's code belongs to the unwinder, not to the flow.
-            let capture = name == UNKNOWN
-                || has_prefix(name, &CAPTURE_PREFIXES)
-                || (is_short(name) && file_is(&CAPTURE_FILES));
+            let capture = function == UNKNOWN
+                || has_prefix(function, &CAPTURE_PREFIXES)
+                || (is_short(function) && file_is(&CAPTURE_FILES));
             if capture {
                 return Step::Skip;
             }
             self.in_flow = true;
         }
-        if file_is(&EXECUTOR_FILES) || has_prefix(function.get(), &EXECUTOR_PREFIXES) {
+        if file_is(&EXECUTOR_FILES) || has_prefix(function, &EXECUTOR_PREFIXES) {
             Step::Stop
         } else {
             Step::Keep
@@ -307,7 +304,7 @@ mod tests {
         let mut trimmer = Trimmer::default();
         symbols
             .iter()
-            .map(|(function, file)| trimmer.step(&mut Name::known(function), file.map(Path::new)))
+            .map(|(function, file)| trimmer.step(function, file.map(Path::new)))
             .collect()
     }
 
@@ -458,6 +455,19 @@ mod tests {
             "{trace}"
         );
         assert_eq!(trace.end(), TraceEnd::Complete, "not inside an executor");
+
+        let again: Vec<FlowTrace> = (0..2).map(|_| recurse(3)).collect();
+        assert_eq!(
+            again[0], again[1],
+            "a repeated failure, resolved from the cache, reads the same"
+        );
+        assert_eq!(
+            again[0].frames()[..4]
+                .iter()
+                .filter(|f| f.function.contains("recurse"))
+                .count(),
+            4
+        );
 
         let deep = recurse(2 * MAX_TRACE_FRAMES);
         assert_eq!(deep.frames().len(), MAX_TRACE_FRAMES, "{deep}");

@@ -9,6 +9,24 @@ use sea_orm::{DbErr, RuntimeErr};
 
 use crate::entity::{data_flow, data_flow_run};
 
+/// Whether the database rolled a transaction back to break a deadlock or a serialization conflict
+/// (SQLSTATE `40001`, MySQL's error 1213 included, or PostgreSQL's `40P01`). The whole transaction was
+/// undone, so running it again is safe.
+pub(crate) fn is_rolled_back_by_conflict(error: &RepositoryError) -> bool {
+    let RepositoryError::Database(source) = error else {
+        return false;
+    };
+    let Some(DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) =
+        source.downcast_ref::<DbErr>()
+    else {
+        return false;
+    };
+    match e.as_ref() {
+        sea_orm::sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("40001" | "40P01")),
+        _ => false,
+    }
+}
+
 /// A driver error as the domain sees it: unavailable (the connection is gone or cannot be had) or a
 /// database error.
 pub(crate) fn repository_error(error: DbErr) -> RepositoryError {

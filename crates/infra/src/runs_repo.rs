@@ -22,10 +22,16 @@ use sea_orm::{
     TransactionTrait, Value,
 };
 use sea_orm::{DbErr, ExecResult};
+use tracing::debug;
 
 use crate::entity::{data_flow, data_flow_run};
-use crate::mapping::{self, repository_error};
+use crate::mapping::{self, is_rolled_back_by_conflict, repository_error};
 use crate::text::{MAX_ERROR_BACKTRACE_BYTES, MAX_ERROR_MESSAGE_BYTES, MAX_LEASE_OWNER_BYTES, storable};
+
+/// How often a run's start or end is tried when the database rolls it back to break a deadlock. MySQL
+/// and MariaDB do that under concurrent runs (the gap locks of their default isolation level), and ask
+/// applications to retry; the transaction was undone whole, so a retry cannot write twice.
+const ATTEMPTS: u32 = 3;
 
 /// While the start transaction runs, the flow's `active_run_id` holds this marker; the real run id replaces
 /// it before commit, so no other transaction ever sees it.
@@ -125,6 +131,105 @@ impl SeaOrmRunRepository {
 
     async fn begin(&self) -> Result<DatabaseTransaction, RepositoryError> {
         self.db.begin().await.map_err(repository_error)
+    }
+
+    /// One attempt at [`RunRepository::start_run`].
+    async fn start_once(&self, request: &StartRun) -> Result<DataFlowRun, StartRunError> {
+        let sql = &*self.sql;
+        let flow_id = request.data_flow_id.0;
+        let claim = match request.due_cutoff {
+            None => sql.statement(&sql.claim, [flow_id.into()]),
+            Some(cutoff) => sql.statement(&sql.claim_due, [flow_id.into(), true.into(), cutoff.into()]),
+        };
+        let txn = self.begin().await?;
+        if execute(&txn, claim).await?.rows_affected() == 0 {
+            txn.rollback().await.map_err(repository_error)?;
+            return Err(self.why_not_claimed(request.data_flow_id).await?);
+        }
+        let owner = storable(request.lease_owner.as_str(), MAX_LEASE_OWNER_BYTES).into_owned();
+        let started = request.started_at;
+        let insert = sql.statement(
+            &sql.insert_pending,
+            [
+                flow_id.into(),
+                started.into(),
+                owner.as_str().into(),
+                request.lease_expires_at.into(),
+                started.into(),
+                started.into(),
+            ],
+        );
+        let run_id = insert_returning_id(&txn, sql.backend, insert).await?;
+        execute(&txn, sql.statement(&sql.in_progress, [run_id.into()])).await?;
+        execute(
+            &txn,
+            sql.statement(&sql.activate, [run_id.into(), flow_id.into()]),
+        )
+        .await?;
+        txn.commit().await.map_err(repository_error)?;
+        Ok(DataFlowRun {
+            id: RunId(run_id),
+            data_flow_id: request.data_flow_id,
+            status: RunStatus::InProgress,
+            started_at: started,
+            ended_at: None,
+            error_message: None,
+            error_backtrace: None,
+            lease_owner: Some(owner),
+            lease_expires_at: Some(request.lease_expires_at),
+            created_at: started,
+            updated_at: started,
+        })
+    }
+
+    /// One attempt at [`RunRepository::finish_run`].
+    async fn finish_once(
+        &self,
+        run_id: RunId,
+        data_flow_id: DataFlowId,
+        outcome: &RunOutcome,
+    ) -> Result<(), FinishRunError> {
+        let message = outcome
+            .error_message
+            .as_deref()
+            .map(|m| storable(m, MAX_ERROR_MESSAGE_BYTES).into_owned());
+        let backtrace = outcome
+            .error_backtrace
+            .as_deref()
+            .map(|b| storable(b, MAX_ERROR_BACKTRACE_BYTES).into_owned());
+        let status = outcome.status.as_str();
+        let ended = outcome.ended_at;
+        let sql = &*self.sql;
+        let end_run = sql.statement(
+            &sql.end_run,
+            [
+                status.into(),
+                ended.into(),
+                message.into(),
+                backtrace.into(),
+                ended.into(),
+                run_id.0.into(),
+            ],
+        );
+        let txn = self.begin().await?;
+        if execute(&txn, end_run).await?.rows_affected() == 0 {
+            txn.rollback().await.map_err(repository_error)?;
+            let now = data_flow_run::Entity::find_by_id(run_id.0)
+                .one(&self.db)
+                .await
+                .map_err(repository_error)?;
+            return Err(FinishRunError::NotInProgress {
+                run_id,
+                status: now.map_or_else(|| "deleted".to_owned(), |run| run.status),
+            });
+        }
+        let end_flow = sql.statement(
+            &sql.end_flow,
+            [ended.into(), status.into(), ended.into(), data_flow_id.0.into()],
+        );
+        execute(&txn, end_flow).await?;
+        txn.commit().await.map_err(repository_error)?;
+        Ok(())
     }
 
     /// Why a claim matched no row: the flow is gone, held by a run, or not due.
@@ -233,6 +338,29 @@ async fn insert_returning_id(
     })
 }
 
+/// The runs whose lease expired before `now`, of one flow or of all.
+///
+/// `status = 'in_progress'` is written as a literal, not bound: the index the reaper searches is partial
+/// (`WHERE status = 'in_progress'`, see the migration `m20261127_000001_live_run_lease_index`), and a planner
+/// can only use it when it can see that the query implies that condition. With a bound value SQLite has to
+/// re-prepare the statement once the value is known, and a PostgreSQL generic plan cannot use the index at
+/// all; a literal is planned right once.
+fn expired_runs(
+    now: DateTime<Utc>,
+    data_flow_id: Option<DataFlowId>,
+) -> sea_orm::Select<data_flow_run::Entity> {
+    let mut query = data_flow_run::Entity::find()
+        .filter(Expr::cust(format!(
+            "status = '{}'",
+            RunStatus::InProgress.as_str()
+        )))
+        .filter(data_flow_run::Column::LeaseExpiresAt.lt(now));
+    if let Some(id) = data_flow_id {
+        query = query.filter(data_flow_run::Column::DataFlowId.eq(id.0));
+    }
+    query
+}
+
 /// A run row with its flow's name, read in one query.
 #[derive(Debug, FromQueryResult)]
 struct RunRow {
@@ -281,51 +409,16 @@ fn runs_with_flow_name() -> sea_orm::Select<data_flow_run::Entity> {
 #[async_trait]
 impl RunRepository for SeaOrmRunRepository {
     async fn start_run(&self, request: StartRun) -> Result<DataFlowRun, StartRunError> {
-        let sql = &*self.sql;
-        let flow_id = request.data_flow_id.0;
-        let claim = match request.due_cutoff {
-            None => sql.statement(&sql.claim, [flow_id.into()]),
-            Some(cutoff) => sql.statement(&sql.claim_due, [flow_id.into(), true.into(), cutoff.into()]),
-        };
-        let txn = self.begin().await?;
-        if execute(&txn, claim).await?.rows_affected() == 0 {
-            txn.rollback().await.map_err(repository_error)?;
-            return Err(self.why_not_claimed(request.data_flow_id).await?);
+        let mut attempt = 1;
+        loop {
+            match self.start_once(&request).await {
+                Err(StartRunError::Repository(e)) if attempt < ATTEMPTS && is_rolled_back_by_conflict(&e) => {
+                    debug!(attempt, error = %e, "start of a run rolled back by a conflict; trying again");
+                    attempt += 1;
+                }
+                other => return other,
+            }
         }
-        let owner = storable(request.lease_owner.as_str(), MAX_LEASE_OWNER_BYTES).into_owned();
-        let started = request.started_at;
-        let insert = sql.statement(
-            &sql.insert_pending,
-            [
-                flow_id.into(),
-                started.into(),
-                owner.as_str().into(),
-                request.lease_expires_at.into(),
-                started.into(),
-                started.into(),
-            ],
-        );
-        let run_id = insert_returning_id(&txn, sql.backend, insert).await?;
-        execute(&txn, sql.statement(&sql.in_progress, [run_id.into()])).await?;
-        execute(
-            &txn,
-            sql.statement(&sql.activate, [run_id.into(), flow_id.into()]),
-        )
-        .await?;
-        txn.commit().await.map_err(repository_error)?;
-        Ok(DataFlowRun {
-            id: RunId(run_id),
-            data_flow_id: request.data_flow_id,
-            status: RunStatus::InProgress,
-            started_at: started,
-            ended_at: None,
-            error_message: None,
-            error_backtrace: None,
-            lease_owner: Some(owner),
-            lease_expires_at: Some(request.lease_expires_at),
-            created_at: started,
-            updated_at: started,
-        })
     }
 
     async fn finish_run(
@@ -334,47 +427,18 @@ impl RunRepository for SeaOrmRunRepository {
         data_flow_id: DataFlowId,
         outcome: RunOutcome,
     ) -> Result<(), FinishRunError> {
-        let message = outcome
-            .error_message
-            .as_deref()
-            .map(|m| storable(m, MAX_ERROR_MESSAGE_BYTES).into_owned());
-        let backtrace = outcome
-            .error_backtrace
-            .as_deref()
-            .map(|b| storable(b, MAX_ERROR_BACKTRACE_BYTES).into_owned());
-        let status = outcome.status.as_str();
-        let ended = outcome.ended_at;
-        let sql = &*self.sql;
-        let end_run = sql.statement(
-            &sql.end_run,
-            [
-                status.into(),
-                ended.into(),
-                message.into(),
-                backtrace.into(),
-                ended.into(),
-                run_id.0.into(),
-            ],
-        );
-        let txn = self.begin().await?;
-        if execute(&txn, end_run).await?.rows_affected() == 0 {
-            txn.rollback().await.map_err(repository_error)?;
-            let now = data_flow_run::Entity::find_by_id(run_id.0)
-                .one(&self.db)
-                .await
-                .map_err(repository_error)?;
-            return Err(FinishRunError::NotInProgress {
-                run_id,
-                status: now.map_or_else(|| "deleted".to_owned(), |run| run.status),
-            });
+        let mut attempt = 1;
+        loop {
+            match self.finish_once(run_id, data_flow_id, &outcome).await {
+                Err(FinishRunError::Repository(e))
+                    if attempt < ATTEMPTS && is_rolled_back_by_conflict(&e) =>
+                {
+                    debug!(attempt, error = %e, "end of run {run_id} rolled back by a conflict; trying again");
+                    attempt += 1;
+                }
+                other => return other,
+            }
         }
-        let end_flow = sql.statement(
-            &sql.end_flow,
-            [ended.into(), status.into(), ended.into(), data_flow_id.0.into()],
-        );
-        execute(&txn, end_flow).await?;
-        txn.commit().await.map_err(repository_error)?;
-        Ok(())
     }
 
     async fn renew_lease(&self, run_id: RunId, expires_at: DateTime<Utc>) -> Result<bool, RepositoryError> {
@@ -393,13 +457,10 @@ impl RunRepository for SeaOrmRunRepository {
         now: DateTime<Utc>,
         data_flow_id: Option<DataFlowId>,
     ) -> Result<Vec<DataFlowRun>, RepositoryError> {
-        let mut query = data_flow_run::Entity::find()
-            .filter(data_flow_run::Column::Status.eq(RunStatus::InProgress.as_str()))
-            .filter(data_flow_run::Column::LeaseExpiresAt.lt(now));
-        if let Some(id) = data_flow_id {
-            query = query.filter(data_flow_run::Column::DataFlowId.eq(id.0));
-        }
-        let expired = query.all(&self.db).await.map_err(repository_error)?;
+        let expired = expired_runs(now, data_flow_id)
+            .all(&self.db)
+            .await
+            .map_err(repository_error)?;
         let mut reaped = Vec::new();
         for run in expired {
             if let Some(run) = self.reap_one(run, now).await? {
@@ -448,4 +509,37 @@ pub async fn execute_unprepared(db: &DatabaseConnection, sql: &str) -> Result<()
         .await
         .map(|_| ())
         .map_err(repository_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::QueryTrait;
+
+    #[tokio::test]
+    async fn the_reaper_searches_the_partial_index_on_sqlite() {
+        let db = sea_orm::Database::connect("sqlite::memory:")
+            .await
+            .expect("connects");
+        crate::migrate(&db, "sqlite::memory:").await.expect("migrates");
+        let query = expired_runs(Utc::now(), None).build(DatabaseBackend::Sqlite);
+        let plan = db
+            .query_all_raw(Statement::from_sql_and_values(
+                DatabaseBackend::Sqlite,
+                format!("EXPLAIN QUERY PLAN {}", query.sql),
+                query.values.map(|v| v.0).unwrap_or_default(),
+            ))
+            .await
+            .expect("plan");
+        let details: Vec<String> = plan
+            .iter()
+            .map(|row| row.try_get::<String>("", "detail").expect("detail"))
+            .collect();
+        assert!(
+            details
+                .iter()
+                .any(|d| d.contains("idx_data_flow_runs_live_lease")),
+            "{details:?}"
+        );
+    }
 }
