@@ -24,6 +24,7 @@ use sea_orm::{
 };
 
 use crate::Class;
+use flowrun_infra::numbered_placeholders;
 
 /// The message a raw Fail run records, like the Fail flow's default one.
 pub const FAIL_MESSAGE: &str = "the Fail flow failed as configured";
@@ -47,54 +48,34 @@ impl Sql {
             ""
         };
         Self {
-            claim: placeholders(
+            claim: numbered_placeholders(
                 backend,
                 "UPDATE data_flows SET active_run_id = 0 WHERE id = ? AND active_run_id IS NULL",
             ),
-            insert: placeholders(
+            insert: numbered_placeholders(
                 backend,
                 &format!(
                     "INSERT INTO data_flow_runs (data_flow_id, status, started_at, lease_owner, \
                      lease_expires_at, created_at, updated_at) VALUES (?, 'pending', ?, ?, ?, ?, ?){returning}"
                 ),
             ),
-            in_progress: placeholders(
+            in_progress: numbered_placeholders(
                 backend,
                 "UPDATE data_flow_runs SET status = 'in_progress' WHERE id = ?",
             ),
-            activate: placeholders(backend, "UPDATE data_flows SET active_run_id = ? WHERE id = ?"),
-            end_run: placeholders(
+            activate: numbered_placeholders(backend, "UPDATE data_flows SET active_run_id = ? WHERE id = ?"),
+            end_run: numbered_placeholders(
                 backend,
                 "UPDATE data_flow_runs SET status = ?, ended_at = ?, error_message = ?, error_backtrace = ?, \
                  updated_at = ? WHERE id = ? AND status = 'in_progress'",
             ),
-            end_flow: placeholders(
+            end_flow: numbered_placeholders(
                 backend,
                 "UPDATE data_flows SET last_run_at = ?, last_run_status = ?, active_run_id = NULL, \
                  updated_at = ? WHERE id = ?",
             ),
         }
     }
-}
-
-/// `sql` with its `?` placeholders numbered `$1`, `$2`, … on PostgreSQL. The statements here hold no `?`
-/// inside literals.
-pub fn placeholders(backend: DatabaseBackend, sql: &str) -> String {
-    if backend != DatabaseBackend::Postgres {
-        return sql.to_owned();
-    }
-    let mut out = String::with_capacity(sql.len() + 16);
-    let mut n = 0;
-    for c in sql.chars() {
-        if c == '?' {
-            n += 1;
-            out.push('$');
-            out.push_str(&n.to_string());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// The `error_backtrace` a raw Fail run writes: `text` (what flowrun recorded for the same failure),
@@ -275,14 +256,5 @@ mod tests {
         assert!(long.contains("omitted\n   0: fail"), "{long}");
         assert_eq!(failure_text(flowrun, Some(5)), "Error");
         assert_eq!(failure_text("é", Some(1)), "", "cut on a character boundary");
-    }
-
-    #[test]
-    fn postgres_placeholders_are_numbered() {
-        assert_eq!(
-            placeholders(DatabaseBackend::Postgres, "a = ? AND b = ?"),
-            "a = $1 AND b = $2"
-        );
-        assert_eq!(placeholders(DatabaseBackend::MySql, "a = ?"), "a = ?");
     }
 }

@@ -8,7 +8,7 @@ use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, TransactionTrait, Val
 use serde_json::json;
 
 use crate::Class;
-use crate::raw::placeholders;
+use flowrun_infra::numbered_placeholders as placeholders;
 
 /// The flow that holds the pre-filled history.
 pub const HISTORY_FLOW: &str = "bench-history";

@@ -193,6 +193,23 @@ pub async fn connect(settings: &ConnectSettings) -> Result<DatabaseConnection, C
         .map_err(|source| ConnectError::Connect { url: masked, source })
 }
 
+/// `sql` written with `?` placeholders, in the dialect of `backend`: PostgreSQL's are numbered (`$1`, `$2`,
+/// …). Only for statements that hold no `?` inside literals or identifiers.
+pub fn numbered_placeholders(backend: DatabaseBackend, sql: &str) -> String {
+    if backend != DatabaseBackend::Postgres {
+        return sql.to_owned();
+    }
+    let mut out = String::with_capacity(sql.len() + 16);
+    for (n, part) in sql.split('?').enumerate() {
+        if n > 0 {
+            out.push('$');
+            out.push_str(&n.to_string());
+        }
+        out.push_str(part);
+    }
+    out
+}
+
 /// Applies every pending migration. Applying them again is a no-op.
 pub async fn migrate(db: &DatabaseConnection, url: &str) -> Result<(), ConnectError> {
     Migrator::up(db, None)
@@ -259,6 +276,15 @@ mod tests {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
+    }
+
+    #[test]
+    fn postgres_placeholders_are_numbered() {
+        assert_eq!(
+            numbered_placeholders(DatabaseBackend::Postgres, "a = ? AND b = ?"),
+            "a = $1 AND b = $2"
+        );
+        assert_eq!(numbered_placeholders(DatabaseBackend::MySql, "a = ?"), "a = ?");
     }
 
     #[test]

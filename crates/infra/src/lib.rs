@@ -11,7 +11,9 @@ mod runs_repo;
 pub mod text;
 
 pub use clock::SystemClock;
-pub use db::{Backend, ConnectError, ConnectSettings, connect, is_migrated, mask_url, migrate};
+pub use db::{
+    Backend, ConnectError, ConnectSettings, connect, is_migrated, mask_url, migrate, numbered_placeholders,
+};
 pub use flows_repo::SeaOrmDataFlowRepository;
 pub use runs_repo::{SeaOrmRunRepository, execute_unprepared};
 pub use sea_orm::DatabaseConnection;

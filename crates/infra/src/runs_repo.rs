@@ -24,6 +24,7 @@ use sea_orm::{
 use sea_orm::{DbErr, ExecResult};
 use tracing::debug;
 
+use crate::db::numbered_placeholders;
 use crate::entity::{data_flow, data_flow_run};
 use crate::mapping::{self, is_rolled_back_by_conflict, repository_error};
 use crate::text::{MAX_ERROR_BACKTRACE_BYTES, MAX_ERROR_MESSAGE_BYTES, MAX_LEASE_OWNER_BYTES, storable};
@@ -103,23 +104,6 @@ impl HotPath {
     fn statement<const N: usize>(&self, sql: &str, values: [Value; N]) -> Statement {
         Statement::from_sql_and_values(self.backend, sql, values)
     }
-}
-
-/// `sql` with PostgreSQL's numbered placeholders (`$1`, `$2`, …) in place of `?` on PostgreSQL. Only for
-/// the statements above, which hold no `?` inside literals.
-fn numbered_placeholders(backend: DatabaseBackend, sql: &str) -> String {
-    if backend != DatabaseBackend::Postgres {
-        return sql.to_owned();
-    }
-    let mut out = String::with_capacity(sql.len() + 16);
-    for (n, part) in sql.split('?').enumerate() {
-        if n > 0 {
-            out.push('$');
-            out.push_str(&n.to_string());
-        }
-        out.push_str(part);
-    }
-    out
 }
 
 impl SeaOrmRunRepository {
