@@ -17,36 +17,40 @@ use sea_orm_migration::sea_orm::DatabaseBackend;
 #[derive(Debug, DeriveMigrationName)]
 pub struct Migration;
 
+const FULL: &str = "idx_data_flow_runs_lease";
+const FULL_COLUMNS: &str = "(status, lease_expires_at)";
+const LIVE: &str = "idx_data_flow_runs_live_lease";
+const LIVE_COLUMNS: &str = "(lease_expires_at) WHERE status = 'in_progress'";
+
+/// Drops index `old` and creates `new` on `data_flow_runs`, except on MySQL, which keeps the full index.
+async fn replace_index(
+    manager: &SchemaManager<'_>,
+    old: &str,
+    new: &str,
+    columns: &str,
+) -> Result<(), DbErr> {
+    if manager.get_database_backend() == DatabaseBackend::MySql {
+        return Ok(());
+    }
+    let db = manager.get_connection();
+    db.execute_unprepared(&format!("DROP INDEX IF EXISTS {old}"))
+        .await?;
+    db.execute_unprepared(&format!(
+        "CREATE INDEX IF NOT EXISTS {new} ON data_flow_runs {columns}"
+    ))
+    .await?;
+    Ok(())
+}
+
 // As in the first migration: the trait elides SchemaManager's lifetime, async-trait needs it elided too.
 #[allow(elided_lifetimes_in_paths)]
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() == DatabaseBackend::MySql {
-            return Ok(());
-        }
-        let db = manager.get_connection();
-        db.execute_unprepared("DROP INDEX IF EXISTS idx_data_flow_runs_lease")
-            .await?;
-        db.execute_unprepared(
-            "CREATE INDEX IF NOT EXISTS idx_data_flow_runs_live_lease ON data_flow_runs (lease_expires_at) \
-             WHERE status = 'in_progress'",
-        )
-        .await?;
-        Ok(())
+        replace_index(manager, FULL, LIVE, LIVE_COLUMNS).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() == DatabaseBackend::MySql {
-            return Ok(());
-        }
-        let db = manager.get_connection();
-        db.execute_unprepared("DROP INDEX IF EXISTS idx_data_flow_runs_live_lease")
-            .await?;
-        db.execute_unprepared(
-            "CREATE INDEX IF NOT EXISTS idx_data_flow_runs_lease ON data_flow_runs (status, lease_expires_at)",
-        )
-        .await?;
-        Ok(())
+        replace_index(manager, LIVE, FULL, FULL_COLUMNS).await
     }
 }

@@ -154,6 +154,9 @@ const UNKNOWN: &str = "<unknown>";
 /// so it is recognised by its file, and by this name only where there is no debug information at all.
 const WALKER: &str = "flowrun_domain::trace::FlowTrace::capture";
 
+/// This file as the debug information names it: the walker's file.
+const TRACE_FILE: &str = file!();
+
 /// How the functions between the walk and the flow begin — the `FlowError` constructors and the `?`
 /// conversion, the panic machinery and flowrun's panic hook — once a leading `<` is dropped (`<T as
 /// Trait>::f`). Prefixes, not substrings: this runs for every such frame of every failure.
@@ -175,7 +178,7 @@ const CAPTURE_PREFIXES: [&str; 11] = [
 /// `debug = "line-tables-only"` (flowrun's release profile), are named without their module path
 /// (`from<my_app::Error>`, `from_boxed`), so for them the file is the only sign of where they belong.
 const CAPTURE_FILES: [&str; 6] = [
-    file!(),
+    TRACE_FILE,
     crate::flow::SOURCE_FILE,
     crate::panic::SOURCE_FILE,
     "library/core/src/result.rs",
@@ -273,7 +276,7 @@ impl Trimmer {
         let file_is = |files: &[&str]| file.is_some_and(|file| files.iter().any(|f| file_ends_with(file, f)));
         if !self.past_walker {
             self.past_walker = match file {
-                Some(_) => file_is(&CAPTURE_FILES[..1]),
+                Some(_) => file_is(&[TRACE_FILE]),
                 None => function.contains(WALKER),
             };
             return Step::Skip;
