@@ -5,14 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flowrun_app::{App, builtin_registry};
+use flowrun_app::{App, RunWriter, builtin_registry};
 use flowrun_domain::{
     BuildFlowError, DataFlow, ExecuteError, Flow, FlowError, FlowFailure, FlowName, NewDataFlow, RunInterval,
     RunStatus,
 };
 use flowrun_flows::FailError;
 use flowrun_tests::{fresh_databases, open, open_with, recent_runs, stored_run};
-use sea_orm::DatabaseConnection;
 use serde_json::{Value, json};
 
 async fn create(app: &App, name: &str, configuration: Value) -> DataFlow {
@@ -158,12 +157,12 @@ async fn an_unknown_class_is_recorded_as_a_failed_run() {
 }
 
 /// Fails after closing the pool, so recording its failure is impossible.
-struct CutsTheConnection(DatabaseConnection);
+struct CutsTheConnection(RunWriter);
 
 #[async_trait]
 impl Flow for CutsTheConnection {
     async fn run(&mut self) -> Result<(), FlowError> {
-        let _ = self.0.close_by_ref().await;
+        let _ = self.0.close().await;
         Err(FlowError::msg("the flow's own failure"))
     }
 }
@@ -176,12 +175,10 @@ async fn a_lost_connection_between_steps_reports_both_errors() {
         let flow = create(&setup, "cut", json!("Cut")).await;
         let victim = open(&db).await;
         let mut registry = builtin_registry();
-        let connection = victim.connection().clone();
-        registry.register("Cut", move |_| {
-            Ok(Box::new(CutsTheConnection(connection.clone())))
-        });
+        let writer = victim.run_writer().clone();
+        registry.register("Cut", move |_| Ok(Box::new(CutsTheConnection(writer.clone()))));
         let app = App::wire(
-            victim.connection().clone(),
+            victim.run_writer().clone(),
             victim.backend(),
             String::new(),
             registry,

@@ -15,7 +15,7 @@ use thiserror::Error;
 
 pub mod json;
 
-pub use flowrun_infra::{ConnectError, mask_url};
+pub use flowrun_infra::{ConnectError, RunWriter, mask_url};
 
 /// The database used when none is configured: an SQLite file in the current directory, created and
 /// migrated on first use.
@@ -128,6 +128,7 @@ pub fn lease_owner() -> LeaseOwner {
 #[derive(Clone)]
 pub struct App {
     db: DatabaseConnection,
+    writer: RunWriter,
     backend: Backend,
     masked_url: String,
     /// Stored data flows.
@@ -179,19 +180,23 @@ impl App {
                 return Err(AppError::NotMigrated { url: masked_url });
             }
         }
-        Ok(Self::wire(db, backend, masked_url, registry, settings.lease))
+        let reserved = flowrun_infra::connect_run_writer(&connect_settings).await?;
+        let writer = RunWriter::new(db, reserved);
+        Ok(Self::wire(writer, backend, masked_url, registry, settings.lease))
     }
 
-    /// Wires the services over an open, migrated connection.
+    /// Wires the services over an open, migrated database: runs start and finish through `writer`,
+    /// everything else uses its pool.
     pub fn wire(
-        db: DatabaseConnection,
+        writer: RunWriter,
         backend: Backend,
         masked_url: String,
         registry: ClassRegistry,
         lease: Duration,
     ) -> Self {
+        let db = writer.pool().clone();
         let flows: Arc<dyn DataFlowRepository> = Arc::new(SeaOrmDataFlowRepository::new(db.clone()));
-        let runs: Arc<dyn RunRepository> = Arc::new(SeaOrmRunRepository::new(db.clone()));
+        let runs: Arc<dyn RunRepository> = Arc::new(SeaOrmRunRepository::with_writer(writer.clone()));
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let executor = FlowExecutor::new(
             Arc::clone(&runs),
@@ -210,6 +215,7 @@ impl App {
         );
         Self {
             db,
+            writer,
             backend,
             masked_url,
             flows,
@@ -233,6 +239,11 @@ impl App {
     /// The connection pool, for health checks and tests.
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// Where runs start and finish (the pool, plus a reserved connection on a SQLite file).
+    pub fn run_writer(&self) -> &RunWriter {
+        &self.writer
     }
 
     /// The same app with its executor (and so its scheduler) following `shutdown`.

@@ -189,7 +189,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     if let (Some(before), Some(after)) = (commits_before, commits_after) {
         report.commits_per_run = Some(per_run(after.saturating_sub(before), completed));
     }
-    app.connection().close_by_ref().await.ok();
+    app.run_writer().close().await.ok();
     Ok(report)
 }
 
@@ -212,18 +212,21 @@ async fn open(options: &Options) -> anyhow::Result<(App, Option<Arc<count::State
         return Ok((app, None));
     }
     let backend = flowrun_infra::Backend::from_url(&settings.database_url)?;
-    let mut db = flowrun_infra::connect(&flowrun_infra::ConnectSettings {
+    let connect = flowrun_infra::ConnectSettings {
         url: settings.database_url.clone(),
         max_connections: settings.max_connections,
         connect_timeout: settings.connect_timeout,
-    })
-    .await?;
+    };
+    let mut db = flowrun_infra::connect(&connect).await?;
     flowrun_infra::migrate(&db, &settings.database_url).await?;
+    let mut reserved = flowrun_infra::connect_run_writer(&connect).await?;
     let counter = Arc::new(count::StatementCounter::default());
-    let hook = Arc::clone(&counter);
-    db.set_metric_callback(move |info| hook.record(&info.statement.sql, info.elapsed));
+    for db in std::iter::once(&mut db).chain(reserved.as_mut()) {
+        let hook = Arc::clone(&counter);
+        db.set_metric_callback(move |info| hook.record(&info.statement.sql, info.elapsed));
+    }
     let app = App::wire(
-        db,
+        flowrun_app::RunWriter::new(db, reserved),
         backend,
         flowrun_app::mask_url(&settings.database_url),
         builtin_registry(),
@@ -247,7 +250,7 @@ impl Runner {
                 class,
             },
             Mode::Raw => Self::Raw(Arc::new(raw::RawWriter::new(
-                app.connection().clone(),
+                app.run_writer().clone(),
                 class,
                 flowrun_domain::LeaseSettings::DEFAULT_DURATION,
                 failure_text,

@@ -1,4 +1,5 @@
-//! The floor: a run's rows written with hand-written SQL on the same SeaORM pool flowrun uses.
+//! The floor: a run's rows written with hand-written SQL on the same SeaORM connections flowrun uses (its
+//! pool, and on a SQLite file the connection reserved for run writes, see `flowrun_infra::RunWriter`).
 //!
 //! Same rows, same lifecycle, same guards as flowrun's `SeaOrmRunRepository`, in as few round trips as
 //! those semantics allow:
@@ -18,13 +19,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chrono::{TimeDelta, Utc};
-use sea_orm::{
-    ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, Statement, TransactionTrait,
-    Value,
-};
+use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseTransaction, Statement, Value};
 
 use crate::Class;
-use flowrun_infra::numbered_placeholders;
+use flowrun_infra::{RunWriter, numbered_placeholders};
 
 /// The message a raw Fail run records, like the Fail flow's default one.
 pub const FAIL_MESSAGE: &str = "the Fail flow failed as configured";
@@ -109,7 +107,7 @@ pub fn failure_text(text: &str, bytes: Option<usize>) -> String {
 /// Writes runs with hand-written SQL.
 #[derive(Debug)]
 pub struct RawWriter {
-    db: DatabaseConnection,
+    db: RunWriter,
     backend: DatabaseBackend,
     sql: Sql,
     class: Class,
@@ -119,15 +117,11 @@ pub struct RawWriter {
 }
 
 impl RawWriter {
-    /// A writer on `db` for runs of `class`, with leases of `lease` held by this process. A Fail run
-    /// records `failure_text` as its `error_backtrace` (see [`failure_text`]).
-    pub fn new(
-        db: DatabaseConnection,
-        class: Class,
-        lease: Duration,
-        failure_text: String,
-    ) -> anyhow::Result<Self> {
-        let backend = db.get_database_backend();
+    /// A writer beginning its transactions where flowrun's do (`db`), for runs of `class`, with leases of
+    /// `lease` held by this process. A Fail run records `failure_text` as its `error_backtrace` (see
+    /// [`failure_text`]).
+    pub fn new(db: RunWriter, class: Class, lease: Duration, failure_text: String) -> anyhow::Result<Self> {
+        let backend = db.pool().get_database_backend();
         Ok(Self {
             backend,
             sql: Sql::new(backend),

@@ -2,14 +2,15 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use futures::future::Either;
 use thiserror::Error;
 use tracing::{Instrument, info_span, warn};
 
 use crate::flow::{FlowError, FlowRegistry};
+use crate::lease_keeper::LeaseKeeper;
 use crate::model::{DataFlow, DataFlowRun, LeaseOwner, RunId, RunOutcome};
 use crate::panic::{CatchPanic, catch};
 use crate::ports::{Clock, FinishRunError, RepositoryError, RunRepository, StartRun, StartRunError};
@@ -22,7 +23,8 @@ pub(crate) const SOURCE_FILE: &str = file!();
 /// How long a run's lease lasts unless renewed, and who holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseSettings {
-    /// The lease length. The executor renews it every third of this while the flow runs.
+    /// The lease length. While the flow runs, the executor renews the lease once a third of this has passed
+    /// since the last renewal (it looks every sixth), so a live run always has at least half of it left.
     pub duration: StdDuration,
     /// Recorded on the run for the operator (host and process id).
     pub owner: LeaseOwner,
@@ -250,6 +252,7 @@ pub struct FlowExecutor {
     registry: Arc<dyn FlowRegistry>,
     clock: Arc<dyn Clock>,
     lease: LeaseSettings,
+    keeper: Arc<LeaseKeeper>,
     shutdown: ShutdownSignal,
 }
 
@@ -269,13 +272,26 @@ impl FlowExecutor {
         clock: Arc<dyn Clock>,
         lease: LeaseSettings,
     ) -> Self {
+        let keeper = LeaseKeeper::new(
+            Arc::clone(&runs),
+            Arc::clone(&clock),
+            lease.delta(),
+            lease.renew_every(),
+        );
         Self {
             runs,
             registry,
             clock,
             lease,
+            keeper,
             shutdown: ShutdownSignal::never(),
         }
+    }
+
+    /// Whether this executor ever started its lease-renewal task.
+    #[cfg(test)]
+    pub(crate) fn renewal_task_started(&self) -> bool {
+        self.keeper.started()
     }
 
     /// Makes executions follow `shutdown`: none starts once it is draining, and running flows are
@@ -367,9 +383,11 @@ impl<'a> Execution<'a> {
     async fn execute(self) -> Result<DataFlowRun, ExecuteError> {
         let span = info_span!("flow_run", flow = %self.data_flow.name, run_id = tracing::field::Empty);
         async {
+            // No later than the lease's start, so renewals are never late.
+            let leased_at = tokio::time::Instant::now();
             let run = self.start().await?;
             tracing::Span::current().record("run_id", run.id.0);
-            let result = self.run_flow(&run).await;
+            let result = self.run_flow(&run, leased_at).await;
             self.record(run, result).await
         }
         .instrument(span)
@@ -440,8 +458,12 @@ impl<'a> Execution<'a> {
         }
     }
 
-    /// Builds the flow and runs it, keeping the run's lease alive meanwhile.
-    async fn run_flow(&self, run: &DataFlowRun) -> Result<(), FlowFailure> {
+    /// Builds the flow and runs it, keeping the run's lease (taken at `leased_at`) alive meanwhile.
+    ///
+    /// The lease is handed to the keeper only once the flow yields: one that finishes within its first poll
+    /// (nothing to do, or a quick failure) never arms the keeper's timer. A first poll that blocks its
+    /// thread for most of the lease is a flow bug the keeper cannot cover either way.
+    async fn run_flow(&self, run: &DataFlowRun, leased_at: tokio::time::Instant) -> Result<(), FlowFailure> {
         let class = self
             .data_flow
             .flow_class()
@@ -450,43 +472,25 @@ impl<'a> Execution<'a> {
         let mut flow = catch(|| registry.build(class, &self.data_flow.configuration))
             .map_err(FlowFailure::Panic)?
             .map_err(|error| FlowFailure::Error(FlowError::new(error)))?;
-        let _renewal = self.keep_lease(run.id);
-        let running = std::pin::pin!(CatchPanic::new(flow.run()));
-        let aborted = std::pin::pin!(self.executor.shutdown.aborted());
-        match futures::future::select(running, aborted).await {
-            Either::Left((Ok(Ok(())), _)) => Ok(()),
-            Either::Left((Ok(Err(error)), _)) => Err(FlowFailure::Error(error)),
-            Either::Left((Err(panic), _)) => Err(FlowFailure::Panic(panic)),
-            Either::Right(((), _)) => Err(FlowFailure::Interrupted),
-        }
-    }
-
-    /// Renews the run's lease in the background until the returned guard is dropped.
-    fn keep_lease(&self, run_id: RunId) -> AbortOnDrop {
-        let runs = Arc::clone(&self.executor.runs);
-        let clock = Arc::clone(&self.executor.clock);
-        let every = self.executor.lease.renew_every();
-        let length = self.executor.lease.delta();
-        AbortOnDrop(tokio::spawn(
-            async move {
-                let mut ticks = tokio::time::interval(every);
-                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                ticks.tick().await;
-                loop {
-                    ticks.tick().await;
-                    match runs.renew_lease(run_id, clock.now() + length).await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            warn!("the run's lease was lost: it was closed by the reaper; its outcome will be refused");
-                            return;
-                        }
-                        // The next tick retries; the lease is three ticks long.
-                        Err(error) => warn!(%error, "could not renew the run's lease"),
-                    }
-                }
+        let mut running = std::pin::pin!(CatchPanic::new(flow.run()));
+        let mut aborted = std::pin::pin!(self.executor.shutdown.aborted());
+        let mut renewal = None;
+        let ended = std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = running.as_mut().poll(cx) {
+                return Poll::Ready(Some(result));
             }
-            .in_current_span(),
-        ))
+            if renewal.is_none() {
+                renewal = Some(self.executor.keeper.keep(run.id, leased_at));
+            }
+            aborted.as_mut().poll(cx).map(|()| None)
+        })
+        .await;
+        match ended {
+            Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(error))) => Err(FlowFailure::Error(error)),
+            Some(Err(panic)) => Err(FlowFailure::Panic(panic)),
+            None => Err(FlowFailure::Interrupted),
+        }
     }
 
     /// Records the end on the run and the flow in one step, then hands the flow's failure back.
@@ -529,14 +533,5 @@ impl<'a> Execution<'a> {
 
     fn flow_name(&self) -> String {
         self.data_flow.name.to_string()
-    }
-}
-
-/// Stops the lease renewal when the execution ends or is cancelled, so an abandoned run can be reaped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

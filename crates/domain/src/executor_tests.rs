@@ -903,6 +903,94 @@ async fn the_lease_is_renewed_while_a_long_flow_runs() {
     assert_eq!(renewals.load(Ordering::SeqCst), 10);
 }
 
+/// A flow that never ends by itself.
+struct Forever;
+
+#[async_trait]
+impl Flow for Forever {
+    async fn run(&mut self) -> Result<(), FlowError> {
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+}
+
+fn counting_renewals(h: &mut Harness, answer: bool) -> Arc<AtomicUsize> {
+    let renewals = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&renewals);
+    h.runs.expect_renew_lease().returning(move |_, _| {
+        count.fetch_add(1, Ordering::SeqCst);
+        Ok(answer)
+    });
+    renewals
+}
+
+#[tokio::test]
+async fn a_flow_that_ends_without_yielding_leaves_the_lease_keeper_unarmed() {
+    let mut h = Harness::new();
+    h.expect_start();
+    struct AtOnce;
+    #[async_trait]
+    impl Flow for AtOnce {
+        async fn run(&mut self) -> Result<(), FlowError> {
+            Ok(())
+        }
+    }
+    h.registry.expect_build().returning(|_, _| Ok(Box::new(AtOnce)));
+    h.expect_finish();
+    let (executor, _, _) = h.executor();
+    executor
+        .execute(&data_flow(json!("Copy")))
+        .await
+        .expect("succeeds");
+    assert!(!executor.renewal_task_started(), "no renewal task, so no timer");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_execution_stops_renewing_its_lease() {
+    let mut h = Harness::new();
+    h.expect_start();
+    h.registry.expect_build().returning(|_, _| Ok(Box::new(Forever)));
+    let renewals = counting_renewals(&mut h, true);
+    let (executor, _, _) = h.executor();
+    // The executor lives on (as in a server) after the one execution is dropped.
+    let alive = executor.clone();
+    let running = tokio::spawn(async move { executor.execute(&data_flow(json!("Copy"))).await });
+    tokio::time::sleep(Duration::from_secs(50)).await;
+    assert_eq!(renewals.load(Ordering::SeqCst), 2, "renewed at 20 s and 40 s");
+    running.abort();
+    let _ = running.await;
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    assert_eq!(
+        renewals.load(Ordering::SeqCst),
+        2,
+        "an abandoned run keeps no lease, so the reaper can close it"
+    );
+    drop(alive);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_taken_by_the_reaper_is_not_renewed_again() {
+    struct Long;
+    #[async_trait]
+    impl Flow for Long {
+        async fn run(&mut self) -> Result<(), FlowError> {
+            tokio::time::sleep(Duration::from_secs(210)).await;
+            Ok(())
+        }
+    }
+    let mut h = Harness::new();
+    h.expect_start();
+    h.registry.expect_build().returning(|_, _| Ok(Box::new(Long)));
+    let renewals = counting_renewals(&mut h, false);
+    h.expect_finish();
+    let (executor, _, _) = h.executor();
+    executor
+        .execute(&data_flow(json!("Copy")))
+        .await
+        .expect("the repository's finish is mocked to succeed");
+    assert_eq!(renewals.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
 async fn a_draining_process_starts_no_new_run() {
     let h = Harness::new();
@@ -919,14 +1007,6 @@ async fn a_draining_process_starts_no_new_run() {
 
 #[tokio::test(start_paused = true)]
 async fn an_aborting_process_records_running_flows_as_interrupted() {
-    struct Forever;
-    #[async_trait]
-    impl Flow for Forever {
-        async fn run(&mut self) -> Result<(), FlowError> {
-            std::future::pending::<()>().await;
-            Ok(())
-        }
-    }
     let mut h = Harness::new();
     h.expect_start();
     h.registry.expect_build().returning(|_, _| Ok(Box::new(Forever)));

@@ -6,6 +6,7 @@
 
 pub mod executor;
 pub mod flow;
+mod lease_keeper;
 pub mod model;
 mod panic;
 pub mod ports;

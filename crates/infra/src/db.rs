@@ -152,6 +152,15 @@ fn sqlite_url(url: &str) -> String {
 /// connections.
 pub const SQLITE_MMAP_BYTES: u64 = 256 * 1024 * 1024;
 
+/// How long a pooled PostgreSQL or MySQL connection may sit idle before it is pinged on its way out of the
+/// pool.
+///
+/// sqlx pings every connection it hands out by default: one more round trip per transaction, two per run.
+/// A connection that was in use moments ago is alive; one idle this long may have been closed by the
+/// server (`wait_timeout`, `idle_session_timeout`), a proxy or a firewall, and is replaced if the ping
+/// fails.
+pub const PING_IDLE_AFTER: Duration = Duration::from_secs(30);
+
 /// Opens a pool on the database named by `settings`, with the settings each backend needs.
 ///
 /// SQLite gets WAL (readers never block the writer), `synchronous=NORMAL` (durable across process crashes;
@@ -159,27 +168,68 @@ pub const SQLITE_MMAP_BYTES: u64 = 256 * 1024 * 1024;
 /// failing. An in-memory SQLite database lives as long as its single, never-recycled connection.
 pub async fn connect(settings: &ConnectSettings) -> Result<DatabaseConnection, ConnectError> {
     let backend = Backend::from_url(&settings.url)?;
-    let masked = mask_url(&settings.url);
-    let url = match backend {
-        Backend::Sqlite => sqlite_url(&settings.url),
-        _ => settings.url.clone(),
-    };
-    let memory = backend == Backend::Sqlite && is_sqlite_memory(&url);
-    let default_pool = match backend {
+    let memory = backend == Backend::Sqlite && is_sqlite_memory(&settings.url);
+    let size = match backend {
         Backend::Sqlite if memory => 1,
         // SQLite has one writer at a time; a few connections serve readers alongside it.
         Backend::Sqlite => 4,
         Backend::Postgres | Backend::MySql => 10,
     };
+    let size = settings.max_connections.unwrap_or(size);
+    open_pool(settings, backend, size, memory).await
+}
+
+/// Opens the connection reserved for starting and finishing runs ([`crate::RunWriter`]) where one pays:
+/// on a SQLite database file. `None` elsewhere.
+///
+/// In WAL mode a SQLite connection drops its whole page cache when another connection has written since
+/// its last transaction, and a pool hands out its connections in turn, so nearly every run transaction
+/// starts cold and walks the run table's B-trees from the file again — more of them as history grows.
+/// Run writes that keep to one connection find their pages still cached. PostgreSQL and MySQL keep their
+/// caches in the server, shared by every connection; an in-memory SQLite database has only one connection.
+pub async fn connect_run_writer(
+    settings: &ConnectSettings,
+) -> Result<Option<DatabaseConnection>, ConnectError> {
+    let backend = Backend::from_url(&settings.url)?;
+    if backend != Backend::Sqlite || is_sqlite_memory(&settings.url) {
+        return Ok(None);
+    }
+    open_pool(settings, backend, 1, true).await.map(Some)
+}
+
+/// "Never" for a pool's idle timeout and maximum lifetime. Not `Duration::MAX`: sqlx adds these to an
+/// `Instant`, which overflows and panics its maintenance task.
+const KEEP_FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// A pool of at most `size` connections; `keep` opens one at once and never closes it for age or idleness.
+async fn open_pool(
+    settings: &ConnectSettings,
+    backend: Backend,
+    size: u32,
+    keep: bool,
+) -> Result<DatabaseConnection, ConnectError> {
+    let url = match backend {
+        Backend::Sqlite => sqlite_url(&settings.url),
+        _ => settings.url.clone(),
+    };
     let mut options = ConnectOptions::new(url);
     options
-        .max_connections(settings.max_connections.unwrap_or(default_pool))
-        .min_connections(if memory { 1 } else { 0 })
+        .max_connections(size)
+        .min_connections(u32::from(keep))
         .connect_timeout(settings.connect_timeout)
         .acquire_timeout(settings.connect_timeout)
         .sqlx_logging(false);
-    if memory {
-        options.idle_timeout(Duration::MAX).max_lifetime(Duration::MAX);
+    if keep {
+        options.idle_timeout(KEEP_FOREVER).max_lifetime(KEEP_FOREVER);
+    }
+    match backend {
+        // A SQLite connection is a file handle in this process: nothing can drop it while idle.
+        Backend::Sqlite => {
+            options.test_before_acquire(false);
+        }
+        Backend::Postgres | Backend::MySql => {
+            options.test_before_acquire_if_idle_for(PING_IDLE_AFTER);
+        }
     }
     options.map_sqlx_sqlite_opts(|opts| {
         opts.journal_mode(SqliteJournalMode::Wal)
@@ -190,7 +240,10 @@ pub async fn connect(settings: &ConnectSettings) -> Result<DatabaseConnection, C
     });
     Database::connect(options)
         .await
-        .map_err(|source| ConnectError::Connect { url: masked, source })
+        .map_err(|source| ConnectError::Connect {
+            url: mask_url(&settings.url),
+            source,
+        })
 }
 
 /// `sql` written with `?` placeholders, in the dialect of `backend`: PostgreSQL's are numbered (`$1`, `$2`,

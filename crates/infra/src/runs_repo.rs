@@ -28,6 +28,7 @@ use crate::db::numbered_placeholders;
 use crate::entity::{data_flow, data_flow_run};
 use crate::mapping::{self, is_rolled_back_by_conflict, repository_error};
 use crate::text::{MAX_ERROR_BACKTRACE_BYTES, MAX_ERROR_MESSAGE_BYTES, MAX_LEASE_OWNER_BYTES, storable};
+use crate::writer::{RunWriter, WriteTransaction};
 
 /// How often a run's start or end is tried when the database rolls it back to break a deadlock. MySQL
 /// and MariaDB do that under concurrent runs (the gap locks of their default isolation level), and ask
@@ -42,6 +43,7 @@ const CLAIM_MARKER: i64 = 0;
 #[derive(Debug, Clone)]
 pub struct SeaOrmRunRepository {
     db: DatabaseConnection,
+    writer: RunWriter,
     sql: Arc<HotPath>,
 }
 
@@ -109,12 +111,22 @@ impl HotPath {
 impl SeaOrmRunRepository {
     /// A repository on this connection pool.
     pub fn new(db: DatabaseConnection) -> Self {
+        Self::with_writer(RunWriter::pooled(db))
+    }
+
+    /// A repository whose runs start and finish through `writer`, everything else on its pool.
+    pub fn with_writer(writer: RunWriter) -> Self {
+        let db = writer.pool().clone();
         let sql = Arc::new(HotPath::new(db.get_database_backend()));
-        Self { db, sql }
+        Self { db, writer, sql }
     }
 
     async fn begin(&self) -> Result<DatabaseTransaction, RepositoryError> {
         self.db.begin().await.map_err(repository_error)
+    }
+
+    async fn begin_write(&self) -> Result<WriteTransaction, RepositoryError> {
+        self.writer.begin().await.map_err(repository_error)
     }
 
     /// One attempt at [`RunRepository::start_run`].
@@ -125,7 +137,7 @@ impl SeaOrmRunRepository {
             None => sql.statement(&sql.claim, [flow_id.into()]),
             Some(cutoff) => sql.statement(&sql.claim_due, [flow_id.into(), true.into(), cutoff.into()]),
         };
-        let txn = self.begin().await?;
+        let txn = self.begin_write().await?;
         if execute(&txn, claim).await?.rows_affected() == 0 {
             txn.rollback().await.map_err(repository_error)?;
             return Err(self.why_not_claimed(request.data_flow_id).await?);
@@ -195,7 +207,7 @@ impl SeaOrmRunRepository {
                 run_id.0.into(),
             ],
         );
-        let txn = self.begin().await?;
+        let txn = self.begin_write().await?;
         if execute(&txn, end_run).await?.rows_affected() == 0 {
             txn.rollback().await.map_err(repository_error)?;
             let now = data_flow_run::Entity::find_by_id(run_id.0)

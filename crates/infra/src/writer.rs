@@ -1,0 +1,199 @@
+//! Where the transactions that start and finish runs begin: [`RunWriter`].
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
+
+/// Begins the write transactions of a run's lifecycle: on a connection reserved for them while it is free,
+/// otherwise on the pool.
+///
+/// The reserved connection exists on a SQLite file ([`crate::connect_run_writer`] says why). A transaction
+/// never waits for it: when another run holds it, the transaction takes a pooled connection as it would
+/// without one, so concurrent runs lose nothing and a lone run always finds the connection it used last.
+#[derive(Debug, Clone)]
+pub struct RunWriter {
+    pool: DatabaseConnection,
+    reserved: Option<Arc<Reserved>>,
+}
+
+#[derive(Debug)]
+struct Reserved {
+    db: DatabaseConnection,
+    taken: AtomicBool,
+}
+
+impl RunWriter {
+    /// Run transactions on `pool`, and on `reserved` (a pool of one connection) while it is free.
+    pub fn new(pool: DatabaseConnection, reserved: Option<DatabaseConnection>) -> Self {
+        let reserved = reserved.map(|db| {
+            Arc::new(Reserved {
+                db,
+                taken: AtomicBool::new(false),
+            })
+        });
+        Self { pool, reserved }
+    }
+
+    /// Run transactions on `pool` only.
+    pub fn pooled(pool: DatabaseConnection) -> Self {
+        Self::new(pool, None)
+    }
+
+    /// The pool, for everything that is not a run's start or finish.
+    pub fn pool(&self) -> &DatabaseConnection {
+        &self.pool
+    }
+
+    /// Closes the reserved connection and the pool; transactions begun afterwards fail.
+    pub async fn close(&self) -> Result<(), DbErr> {
+        if let Some(reserved) = &self.reserved {
+            reserved.db.close_by_ref().await?;
+        }
+        self.pool.close_by_ref().await
+    }
+
+    /// Begins a transaction, on the reserved connection if it is free.
+    pub async fn begin(&self) -> Result<WriteTransaction, DbErr> {
+        if let Some(reserved) = &self.reserved
+            && reserved
+                .taken
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            // The flag is cleared when the guard drops, whether `begin` fails here or the transaction ends.
+            let slot = Slot(Arc::clone(reserved));
+            let txn = reserved.db.begin().await?;
+            return Ok(WriteTransaction {
+                txn,
+                _slot: Some(slot),
+            });
+        }
+        Ok(WriteTransaction {
+            txn: self.pool.begin().await?,
+            _slot: None,
+        })
+    }
+}
+
+/// Holds the reserved connection for one transaction.
+struct Slot(Arc<Reserved>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.taken.store(false, Ordering::Release);
+    }
+}
+
+/// A transaction begun by [`RunWriter::begin`]; dereferences to SeaORM's transaction. Dropped without
+/// [`commit`](Self::commit), it rolls back.
+pub struct WriteTransaction {
+    txn: DatabaseTransaction,
+    // Declared after `txn`, so the transaction (and its connection) is released first.
+    _slot: Option<Slot>,
+}
+
+impl std::fmt::Debug for WriteTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteTransaction")
+            .field("reserved", &self._slot.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WriteTransaction {
+    /// Commits.
+    pub async fn commit(self) -> Result<(), DbErr> {
+        self.txn.commit().await
+    }
+
+    /// Rolls back.
+    pub async fn rollback(self) -> Result<(), DbErr> {
+        self.txn.rollback().await
+    }
+}
+
+impl Deref for WriteTransaction {
+    type Target = DatabaseTransaction;
+
+    fn deref(&self) -> &DatabaseTransaction {
+        &self.txn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ConnectSettings, connect, connect_run_writer};
+    use sea_orm::ConnectionTrait;
+
+    async fn writer(name: &str) -> (RunWriter, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!("flowrun-writer-{name}-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let settings = ConnectSettings::new(format!("sqlite://{}", path.display()));
+        let pool = connect(&settings).await.expect("pool");
+        let reserved = connect_run_writer(&settings).await.expect("reserved");
+        assert!(reserved.is_some(), "a SQLite file gets a reserved connection");
+        (RunWriter::new(pool, reserved), path)
+    }
+
+    async fn connection_id(txn: &WriteTransaction) -> i64 {
+        // The address of the connection's `sqlite3` handle is not exposed; its temp schema is per connection.
+        txn.execute_unprepared("CREATE TEMP TABLE IF NOT EXISTS whoami (id INTEGER)")
+            .await
+            .expect("temp table");
+        let row = txn
+            .query_one_raw(sea_orm::Statement::from_string(
+                txn.get_database_backend(),
+                "SELECT count(*) FROM whoami",
+            ))
+            .await
+            .expect("query")
+            .expect("row");
+        row.try_get_by_index::<i64>(0).expect("count")
+    }
+
+    #[tokio::test]
+    async fn a_lone_writer_keeps_to_the_reserved_connection() {
+        let (writer, path) = writer("lone").await;
+        for round in 0..20 {
+            let txn = writer.begin().await.expect("begin");
+            assert!(
+                txn._slot.is_some(),
+                "round {round}: took the pool though the slot was free"
+            );
+            // Only the reserved connection has seen this row, so the count grows by one each round.
+            assert_eq!(connection_id(&txn).await, round);
+            txn.execute_unprepared("INSERT INTO whoami VALUES (1)")
+                .await
+                .expect("insert");
+            txn.commit().await.expect("commit");
+        }
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[tokio::test]
+    async fn a_second_writer_takes_the_pool_instead_of_waiting() {
+        let (writer, path) = writer("busy").await;
+        let first = writer.begin().await.expect("first");
+        assert!(first._slot.is_some());
+        let second = tokio::time::timeout(std::time::Duration::from_secs(5), writer.begin())
+            .await
+            .expect("does not wait for the reserved connection")
+            .expect("second");
+        assert!(second._slot.is_none(), "went to the pool");
+        second.rollback().await.expect("rollback");
+        drop(first);
+        let third = writer.begin().await.expect("third");
+        assert!(third._slot.is_some(), "a dropped transaction frees the slot");
+        third.rollback().await.expect("rollback");
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[tokio::test]
+    async fn only_sqlite_files_get_a_reserved_connection() {
+        let memory = ConnectSettings::new("sqlite::memory:");
+        assert!(connect_run_writer(&memory).await.expect("memory").is_none());
+    }
+}
