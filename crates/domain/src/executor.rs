@@ -460,10 +460,11 @@ impl<'a> Execution<'a> {
 
     /// Builds the flow and runs it, keeping the run's lease (taken at `leased_at`) alive meanwhile.
     ///
-    /// The lease is handed to the keeper only once the flow yields: one that finishes within its first poll
-    /// (nothing to do, or a quick failure) never arms the keeper's timer. A first poll that blocks its
-    /// thread for most of the lease is a flow bug the keeper cannot cover either way.
+    /// The lease's renewal timer is armed only once the flow yields, so a flow that finishes within its first
+    /// poll (nothing to do, a quick failure) never arms one (see `lease_keeper`).
     async fn run_flow(&self, run: &DataFlowRun, leased_at: tokio::time::Instant) -> Result<(), FlowFailure> {
+        // Before the build: a slow constructor is as much the run's time as the flow itself.
+        let renewal = self.executor.keeper.keep(run.id, leased_at);
         let class = self
             .data_flow
             .flow_class()
@@ -472,15 +473,16 @@ impl<'a> Execution<'a> {
         let mut flow = catch(|| registry.build(class, &self.data_flow.configuration))
             .map_err(FlowFailure::Panic)?
             .map_err(|error| FlowFailure::Error(FlowError::new(error)))?;
+        let mut armed = false;
         let mut running = std::pin::pin!(CatchPanic::new(flow.run()));
         let mut aborted = std::pin::pin!(self.executor.shutdown.aborted());
-        let mut renewal = None;
         let ended = std::future::poll_fn(|cx| {
             if let Poll::Ready(result) = running.as_mut().poll(cx) {
                 return Poll::Ready(Some(result));
             }
-            if renewal.is_none() {
-                renewal = Some(self.executor.keeper.keep(run.id, leased_at));
+            if !armed {
+                armed = true;
+                renewal.arm();
             }
             aborted.as_mut().poll(cx).map(|()| None)
         })

@@ -187,6 +187,10 @@ impl Harness {
     }
 
     fn executor(self) -> (FlowExecutor, Events, Arc<AtomicUsize>) {
+        self.executor_with_lease(Duration::from_secs(60))
+    }
+
+    fn executor_with_lease(self, lease: Duration) -> (FlowExecutor, Events, Arc<AtomicUsize>) {
         let mut clock = MockClock::new();
         let times = Arc::clone(&self.times);
         clock.expect_now().returning(move || {
@@ -201,7 +205,7 @@ impl Harness {
             Arc::new(self.registry),
             Arc::new(clock),
             LeaseSettings {
-                duration: Duration::from_secs(60),
+                duration: lease,
                 owner: LeaseOwner::new("test-host:1"),
             },
         );
@@ -943,6 +947,36 @@ async fn a_flow_that_ends_without_yielding_leaves_the_lease_keeper_unarmed() {
         .await
         .expect("succeeds");
     assert!(!executor.renewal_task_started(), "no renewal task, so no timer");
+}
+
+/// Real time, not paused: the watchdog is a plain thread, outside the runtime's clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_blocking_its_thread_before_yielding_still_has_its_lease_renewed() {
+    struct Blocking;
+    #[async_trait]
+    impl Flow for Blocking {
+        async fn run(&mut self) -> Result<(), FlowError> {
+            // Synchronous work before the first `.await`: the flow's worker thread polls nothing else.
+            std::thread::sleep(Duration::from_millis(1500));
+            Ok(())
+        }
+    }
+    let mut h = Harness::new();
+    h.expect_start();
+    h.registry.expect_build().returning(|_, _| Ok(Box::new(Blocking)));
+    let renewals = counting_renewals(&mut h, true);
+    h.expect_finish();
+    // Renewed every 200 ms: about seven times in 1.5 s; two leave room for a loaded machine.
+    let (executor, _, _) = h.executor_with_lease(Duration::from_millis(600));
+    executor
+        .execute(&data_flow(json!("Copy")))
+        .await
+        .expect("succeeds");
+    let renewed = renewals.load(Ordering::SeqCst);
+    assert!(
+        renewed >= 2,
+        "renewed {renewed} times while the flow blocked its thread"
+    );
 }
 
 #[tokio::test(start_paused = true)]
