@@ -12,7 +12,9 @@ for path in sys.argv[1:]:
             line = line.strip()
             if line.startswith("{"):
                 r = json.loads(line)
-                groups[(r["backend"], r["concurrency"], r["class"], r.get("history", 0), r["mode"])].append(r)
+                # ab.sh tags each line with the binary it ran; different binaries are different rows.
+                backend = r["backend"] + (f" ({r['bin']})" if "bin" in r else "")
+                groups[(backend, r["concurrency"], r["class"], r.get("history", 0), r["mode"])].append(r)
 
 def med(rows, key):
     return statistics.median(r[key] for r in rows)
