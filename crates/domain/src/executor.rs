@@ -23,8 +23,9 @@ pub(crate) const SOURCE_FILE: &str = file!();
 /// How long a run's lease lasts unless renewed, and who holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseSettings {
-    /// The lease length. While the flow runs, the executor renews the lease once a third of this has passed
-    /// since the last renewal (it looks every sixth), so a live run always has at least half of it left.
+    /// The lease length. While the flow runs, the executor starts a renewal once a third of this has passed
+    /// since the last one started (it looks at least every twelfth), so a live run has more than half of it
+    /// left whenever a renewal begins.
     pub duration: StdDuration,
     /// Recorded on the run for the operator (host and process id).
     pub owner: LeaseOwner,

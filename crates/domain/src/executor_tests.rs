@@ -19,7 +19,8 @@ use crate::model::{
     RunStatus,
 };
 use crate::ports::{
-    ActiveRun, FinishRunError, MockClock, MockRunRepository, RepositoryError, StartRun, StartRunError,
+    ActiveRun, FinishRunError, MockClock, MockRunRepository, RepositoryError, RunFilter, RunRecord,
+    RunRepository, StartRun, StartRunError,
 };
 
 const FLOW_ID: DataFlowId = DataFlowId(7);
@@ -191,6 +192,15 @@ impl Harness {
     }
 
     fn executor_with_lease(self, lease: Duration) -> (FlowExecutor, Events, Arc<AtomicUsize>) {
+        self.executor_wrapped(lease, |runs| runs)
+    }
+
+    /// An executor whose run repository is the mock as `wrap` returns it.
+    fn executor_wrapped(
+        self,
+        lease: Duration,
+        wrap: impl FnOnce(Arc<dyn RunRepository>) -> Arc<dyn RunRepository>,
+    ) -> (FlowExecutor, Events, Arc<AtomicUsize>) {
         let mut clock = MockClock::new();
         let times = Arc::clone(&self.times);
         clock.expect_now().returning(move || {
@@ -201,7 +211,7 @@ impl Harness {
                 .unwrap_or_else(ended)
         });
         let executor = FlowExecutor::new(
-            Arc::new(self.runs),
+            wrap(Arc::new(self.runs)),
             Arc::new(self.registry),
             Arc::new(clock),
             LeaseSettings {
@@ -947,6 +957,158 @@ async fn a_flow_that_ends_without_yielding_leaves_the_lease_keeper_unarmed() {
         .await
         .expect("succeeds");
     assert!(!executor.renewal_task_started(), "no renewal task, so no timer");
+}
+
+/// A flow that sleeps (on the runtime's clock) for as long as it is told.
+struct Sleeps(Duration);
+
+#[async_trait]
+impl Flow for Sleeps {
+    async fn run(&mut self) -> Result<(), FlowError> {
+        tokio::time::sleep(self.0).await;
+        Ok(())
+    }
+}
+
+/// Renewals that take `delay` each (the first one panics if `panic_first`), noting when each started.
+struct SlowRenewals {
+    inner: Arc<dyn RunRepository>,
+    delay: Duration,
+    panic_first: bool,
+    started: Arc<Mutex<Vec<tokio::time::Instant>>>,
+}
+
+#[async_trait]
+impl RunRepository for SlowRenewals {
+    async fn start_run(&self, request: StartRun) -> Result<DataFlowRun, StartRunError> {
+        self.inner.start_run(request).await
+    }
+    async fn finish_run(
+        &self,
+        run_id: RunId,
+        data_flow_id: DataFlowId,
+        outcome: RunOutcome,
+    ) -> Result<(), FinishRunError> {
+        self.inner.finish_run(run_id, data_flow_id, outcome).await
+    }
+    async fn renew_lease(&self, run_id: RunId, expires_at: DateTime<Utc>) -> Result<bool, RepositoryError> {
+        let first = {
+            let mut started = self.started.lock().expect("started lock");
+            started.push(tokio::time::Instant::now());
+            started.len() == 1
+        };
+        assert!(!(first && self.panic_first), "a renewal that panics");
+        tokio::time::sleep(self.delay).await;
+        self.inner.renew_lease(run_id, expires_at).await
+    }
+    async fn reap_expired(
+        &self,
+        now: DateTime<Utc>,
+        data_flow_id: Option<DataFlowId>,
+    ) -> Result<Vec<DataFlowRun>, RepositoryError> {
+        self.inner.reap_expired(now, data_flow_id).await
+    }
+    async fn find_run(&self, id: RunId) -> Result<Option<RunRecord>, RepositoryError> {
+        self.inner.find_run(id).await
+    }
+    async fn list_runs(&self, filter: RunFilter) -> Result<Vec<RunRecord>, RepositoryError> {
+        self.inner.list_runs(filter).await
+    }
+}
+
+/// Runs a 200 s flow under a 60 s lease with renewals taking `delay`; returns when each renewal started,
+/// in seconds from the start.
+async fn renewal_starts(delay: Duration, panic_first: bool) -> Vec<u64> {
+    let mut h = Harness::new();
+    h.expect_start();
+    h.registry
+        .expect_build()
+        .returning(|_, _| Ok(Box::new(Sleeps(Duration::from_secs(200)))));
+    h.runs.expect_renew_lease().returning(|_, _| Ok(true));
+    h.expect_finish();
+    let started = Arc::new(Mutex::new(Vec::new()));
+    let noted = Arc::clone(&started);
+    let (executor, _, _) = h.executor_wrapped(Duration::from_secs(60), move |inner| {
+        Arc::new(SlowRenewals {
+            inner,
+            delay,
+            panic_first,
+            started: noted,
+        })
+    });
+    let t0 = tokio::time::Instant::now();
+    executor
+        .execute(&data_flow(json!("Copy")))
+        .await
+        .expect("succeeds");
+    let starts = started.lock().expect("started lock").clone();
+    starts.iter().map(|at| (*at - t0).as_secs()).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_renewal_does_not_push_the_next_one_past_half_the_lease() {
+    // Each renewal takes 15 s; the next must still start 20 s after the previous one started, not after
+    // it ended, so the lease never runs below half its length.
+    let starts = renewal_starts(Duration::from_secs(15), false).await;
+    assert_eq!(
+        starts,
+        vec![20, 40, 60, 80, 100, 120, 140, 160, 180],
+        "{starts:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_renewal_does_not_stop_the_later_ones() {
+    let starts = renewal_starts(Duration::ZERO, true).await;
+    // The one at 200 s races the flow's end at 200 s; whether it starts does not matter.
+    assert_eq!(
+        starts[..9],
+        [20, 40, 60, 80, 100, 120, 140, 160, 180],
+        "the first renewal panicked, the others went on: {starts:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_already_due_when_its_flow_first_yields_is_renewed_at_once() {
+    struct SlowStart;
+    #[async_trait]
+    impl Flow for SlowStart {
+        async fn run(&mut self) -> Result<(), FlowError> {
+            // 25 s pass before the flow first yields: the lease is already due (every 20 s).
+            tokio::time::advance(Duration::from_secs(25)).await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(())
+        }
+    }
+    let mut h = Harness::new();
+    h.expect_start();
+    h.registry
+        .expect_build()
+        .returning(|_, _| Ok(Box::new(SlowStart)));
+    h.runs.expect_renew_lease().returning(|_, _| Ok(true));
+    h.expect_finish();
+    let started = Arc::new(Mutex::new(Vec::new()));
+    let noted = Arc::clone(&started);
+    let (executor, _, _) = h.executor_wrapped(Duration::from_secs(60), move |inner| {
+        Arc::new(SlowRenewals {
+            inner,
+            delay: Duration::ZERO,
+            panic_first: false,
+            started: noted,
+        })
+    });
+    let t0 = tokio::time::Instant::now();
+    executor
+        .execute(&data_flow(json!("Copy")))
+        .await
+        .expect("succeeds");
+    let starts: Vec<u64> = started
+        .lock()
+        .expect("started lock")
+        .iter()
+        .map(|at| (*at - t0).as_secs())
+        .collect();
+    assert_eq!(starts, vec![25, 45], "{starts:?}");
 }
 
 /// Real time, not paused: the watchdog is a plain thread, outside the runtime's clock.

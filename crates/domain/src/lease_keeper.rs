@@ -6,12 +6,18 @@
 //! round trips of the whole process (measured in `docs/performance.md`). So:
 //!
 //! - registering a run is a map insert;
-//! - once the run's flow yields, the run is *armed*: one task per executor renews armed runs, and sleeps on
-//!   a runtime timer only while some armed run is live — otherwise it waits, timer-free, to be woken;
+//! - once the run's flow yields, the run is *armed*: one task per executor schedules the renewals of armed
+//!   runs, and sleeps on a runtime timer only while some armed run is live — otherwise it waits, timer-free,
+//!   to be woken;
 //! - a run whose flow has not yielded yet is watched by one plain thread per executor, which sleeps outside
-//!   the runtime and hands a due renewal to the runtime. That covers a flow whose first poll blocks its
-//!   worker thread (synchronous work before its first `.await`): the renewal runs on another worker, as it
-//!   would have with a task per run.
+//!   the runtime. That covers a flow whose first poll blocks its worker thread (synchronous work before its
+//!   first `.await`), as a task per run would have.
+//!
+//! Each renewal is a task of its own, started when the run is due and bounded by a timeout, so a slow or
+//! panicking renewal holds up neither the schedule nor the other runs' renewals. A run is due once a third
+//! of the lease has passed since its last renewal *started* (the new expiry is computed at the start), and
+//! the schedule looks at least every twelfth, so a live run always has more than half its lease left when a
+//! renewal begins.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -19,6 +25,7 @@ use std::thread::Thread;
 use std::time::Duration as StdDuration;
 
 use chrono::TimeDelta;
+use futures::future::select;
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -34,10 +41,10 @@ pub(crate) struct LeaseKeeper {
     clock: Arc<dyn Clock>,
     /// How long a renewed lease lasts.
     length: TimeDelta,
-    /// A run's lease is renewed once it was last renewed (or taken) this long ago.
+    /// A run's lease is renewed once its last renewal started (or it was taken) this long ago.
     every: StdDuration,
     state: Mutex<State>,
-    /// Wakes the idle task when a run is armed.
+    /// Wakes the scheduling task when a run is armed or a renewal ends.
     wake: Arc<Notify>,
 }
 
@@ -49,11 +56,14 @@ struct State {
 }
 
 struct Live {
-    /// When the lease was taken or last renewed, on the runtime's clock (paused in tests)…
+    /// When the lease was taken or its last renewal started, on the runtime's clock (paused in tests)…
     renewed: Instant,
     /// … and on the system's, for the watchdog thread, which runs outside the runtime.
     renewed_wall: std::time::Instant,
     armed: bool,
+    renewing: bool,
+    /// The runtime the run executes on, where its renewals run.
+    runtime: Handle,
     /// The execution's span, so that a renewal's warnings name the flow and the run.
     span: Span,
 }
@@ -75,34 +85,44 @@ impl LeaseKeeper {
         })
     }
 
+    /// How often the schedule looks for due runs at most: a twelfth of the lease.
+    fn tick(&self) -> StdDuration {
+        self.every / 4
+    }
+
     /// Keeps `run_id`'s lease, taken at `since`, alive until the returned guard is dropped. Call it from
     /// inside the runtime, before the flow is first polled.
     pub(crate) fn keep(self: &Arc<Self>, run_id: RunId, since: Instant) -> Kept {
-        let mut state = self.lock();
+        let kept = Kept {
+            keeper: Arc::clone(self),
+            run_id,
+        };
+        // Outside a runtime there is nothing to run a renewal on, and no flow to run either.
+        let Ok(runtime) = Handle::try_current() else {
+            return kept;
+        };
         let renewed_wall = std::time::Instant::now()
             .checked_sub(since.elapsed())
             .unwrap_or_else(std::time::Instant::now);
+        let mut state = self.lock();
         state.live.insert(
             run_id,
             Live {
                 renewed: since,
                 renewed_wall,
                 armed: false,
+                renewing: false,
+                runtime,
                 span: Span::current(),
             },
         );
-        if state.watchdog.is_none()
-            && let Ok(runtime) = Handle::try_current()
-        {
-            state.watchdog = spawn_watchdog(Arc::downgrade(self), runtime, self.every / 2);
+        if state.watchdog.is_none() {
+            state.watchdog = spawn_watchdog(Arc::downgrade(self), self.tick());
         }
-        Kept {
-            keeper: Arc::clone(self),
-            run_id,
-        }
+        kept
     }
 
-    /// Hands `run_id` to the renewal task: its flow has yielded.
+    /// Hands `run_id` to the scheduling task: its flow has yielded.
     fn arm(self: &Arc<Self>, run_id: RunId) {
         let mut state = self.lock();
         let Some(live) = state.live.get_mut(&run_id) else {
@@ -111,14 +131,14 @@ impl LeaseKeeper {
         live.armed = true;
         // The task is started on first use, and again if the runtime it ran on has gone away.
         if state.task.as_ref().is_none_or(JoinHandle::is_finished) {
-            let task = renew_loop(Arc::downgrade(self), Arc::clone(&self.wake), self.every / 2);
+            let task = schedule(Arc::downgrade(self), Arc::clone(&self.wake), self.tick());
             state.task = Some(tokio::spawn(task));
         }
         // Stored as a permit if the task is not waiting yet, so the wake-up cannot be lost.
         self.wake.notify_one();
     }
 
-    /// Whether the renewal task was ever started.
+    /// Whether the scheduling task was ever started.
     #[cfg(test)]
     pub(crate) fn started(&self) -> bool {
         self.lock().task.is_some()
@@ -129,53 +149,81 @@ impl LeaseKeeper {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The armed runs whose lease is due for renewal at `now`.
-    fn due_armed(&self, now: Instant) -> Vec<(RunId, Span)> {
-        self.lock()
-            .live
-            .iter()
-            .filter(|(_, live)| live.armed && now.duration_since(live.renewed) >= self.every)
-            .map(|(id, live)| (*id, live.span.clone()))
-            .collect()
-    }
-
-    /// The runs not armed yet whose lease is due at `now`, marked as renewed so the next look skips them
-    /// while their renewal is under way.
-    fn take_due_unarmed(&self, now: std::time::Instant) -> Vec<(RunId, Span)> {
+    /// Starts the renewal of every armed run due at `now`, and says when the next one falls due.
+    fn renew_due_armed(self: &Arc<Self>, now: Instant) -> Option<Instant> {
         let mut state = self.lock();
-        let mut due = Vec::new();
+        let mut next: Option<Instant> = None;
         for (id, live) in &mut state.live {
-            if !live.armed && now.duration_since(live.renewed_wall) >= self.every {
-                live.renewed_wall = now;
-                due.push((*id, live.span.clone()));
+            if !live.armed || live.renewing {
+                continue;
+            }
+            let due_at = live.renewed + self.every;
+            if due_at <= now {
+                live.renewing = true;
+                live.renewed = now;
+                live.renewed_wall = std::time::Instant::now();
+                self.start_renewal(*id, live);
+                next = Some(next.map_or(now + self.every, |at| at.min(now + self.every)));
+            } else {
+                next = Some(next.map_or(due_at, |at| at.min(due_at)));
             }
         }
-        due
+        next
     }
 
-    async fn renew(&self, run_id: RunId, span: &Span) {
-        let expires_at = self.clock.now() + self.length;
-        let renewed = self.runs.renew_lease(run_id, expires_at).await;
+    /// Starts the renewal of every run not armed yet that is due at `now` (the system's clock).
+    fn renew_due_unarmed(self: &Arc<Self>, now: std::time::Instant) {
         let mut state = self.lock();
-        // A run that ended meanwhile needs no lease, and its finished row rightly refused the renewal.
-        let Some(live) = state.live.get_mut(&run_id) else {
-            return;
-        };
-        match renewed {
-            Ok(true) => {
+        for (id, live) in &mut state.live {
+            if !live.armed && !live.renewing && now.duration_since(live.renewed_wall) >= self.every {
+                live.renewing = true;
+                live.renewed_wall = now;
                 live.renewed = Instant::now();
-                live.renewed_wall = std::time::Instant::now();
+                self.start_renewal(*id, live);
             }
+        }
+    }
+
+    /// Renews `run_id`'s lease in a task of its own on the run's runtime. Its `renewing` mark is cleared
+    /// when the task ends, however it ends.
+    fn start_renewal(self: &Arc<Self>, run_id: RunId, live: &Live) {
+        let keeper = Arc::clone(self);
+        let span = live.span.clone();
+        // Dropped unstarted if the runtime is shutting down: its runs end with it.
+        drop(live.runtime.spawn(async move {
+            let _renewing = Renewing {
+                keeper: Arc::clone(&keeper),
+                run_id,
+            };
+            let renewal = keeper.renew(run_id);
+            match tokio::time::timeout(keeper.every, renewal).await {
+                Ok(Ok(())) => {}
+                Ok(Err(message)) => span.in_scope(|| warn!("{message}")),
+                Err(_) => span.in_scope(|| {
+                    warn!(timeout = ?keeper.every, "renewing the run's lease timed out; it is tried again when next due");
+                }),
+            }
+        }));
+    }
+
+    /// One renewal; `Err` holds what to warn about.
+    async fn renew(&self, run_id: RunId) -> Result<(), String> {
+        let expires_at = self.clock.now() + self.length;
+        match self.runs.renew_lease(run_id, expires_at).await {
+            Ok(true) => Ok(()),
             Ok(false) => {
-                state.live.remove(&run_id);
-                span.in_scope(|| {
-                    warn!(
-                        "the run's lease was lost: it was closed by the reaper; its outcome will be refused"
-                    );
-                });
+                // A run that ended meanwhile needs no lease, and its finished row rightly refused it.
+                if self.lock().live.remove(&run_id).is_none() {
+                    return Ok(());
+                }
+                Err(
+                    "the run's lease was lost: it was closed by the reaper; its outcome will be refused"
+                        .to_owned(),
+                )
             }
-            // Retried when next due; the lease outlasts two missed renewals.
-            Err(error) => span.in_scope(|| warn!(%error, "could not renew the run's lease")),
+            Err(error) => Err(format!(
+                "could not renew the run's lease: {error}; it is tried again when next due"
+            )),
         }
     }
 }
@@ -192,44 +240,54 @@ impl Drop for LeaseKeeper {
     }
 }
 
-/// While armed runs are live, wakes every `tick` and renews their leases that are due; while none is,
-/// waits for `wake` without a timer. Ends when the keeper is dropped.
-async fn renew_loop(keeper: Weak<LeaseKeeper>, wake: Arc<Notify>, tick: StdDuration) {
+/// Clears a run's `renewing` mark when its renewal task ends (also by panic or cancellation), and wakes
+/// the schedule to plan its next renewal.
+struct Renewing {
+    keeper: Arc<LeaseKeeper>,
+    run_id: RunId,
+}
+
+impl Drop for Renewing {
+    fn drop(&mut self) {
+        if let Some(live) = self.keeper.lock().live.get_mut(&self.run_id) {
+            live.renewing = false;
+        }
+        self.keeper.wake.notify_one();
+    }
+}
+
+/// While armed runs are live, starts their renewals when due, waking at the earliest due time or when
+/// woken; while none is, waits for `wake` without a timer. Ends when the keeper is dropped.
+async fn schedule(keeper: Weak<LeaseKeeper>, wake: Arc<Notify>, tick: StdDuration) {
     loop {
-        let idle = match keeper.upgrade() {
-            Some(keeper) => !keeper.lock().live.values().any(|live| live.armed),
+        let next = match keeper.upgrade() {
+            Some(keeper) => keeper.renew_due_armed(Instant::now()),
             None => return,
         };
-        if idle {
-            wake.notified().await;
-            continue;
-        }
-        tokio::time::sleep(tick).await;
-        let Some(keeper) = keeper.upgrade() else {
-            return;
-        };
-        for (run_id, span) in keeper.due_armed(Instant::now()) {
-            keeper.renew(run_id, &span).await;
+        let woken = wake.notified();
+        match next {
+            None => woken.await,
+            Some(at) => {
+                let sleep = tokio::time::sleep_until(at.min(Instant::now() + tick));
+                // Whichever comes first, the next round looks again.
+                let _ = select(std::pin::pin!(sleep), std::pin::pin!(woken)).await;
+            }
         }
     }
 }
 
 /// Starts the thread that renews the leases of runs whose flow has not yielded yet. `None` if the system
 /// refuses a thread: such runs then rely on yielding in time, as every well-behaved flow does.
-fn spawn_watchdog(keeper: Weak<LeaseKeeper>, runtime: Handle, tick: StdDuration) -> Option<Thread> {
+fn spawn_watchdog(keeper: Weak<LeaseKeeper>, tick: StdDuration) -> Option<Thread> {
     let spawned = std::thread::Builder::new()
         .name("flowrun-lease-watchdog".to_owned())
         .spawn(move || {
             loop {
                 std::thread::park_timeout(tick);
-                let Some(strong) = keeper.upgrade() else {
+                let Some(keeper) = keeper.upgrade() else {
                     return;
                 };
-                for (run_id, span) in strong.take_due_unarmed(std::time::Instant::now()) {
-                    let keeper = Arc::clone(&strong);
-                    // Dropped unstarted if the runtime has shut down: its runs are gone with it.
-                    drop(runtime.spawn(async move { keeper.renew(run_id, &span).await }));
-                }
+                keeper.renew_due_unarmed(std::time::Instant::now());
             }
         });
     match spawned {
@@ -249,7 +307,7 @@ pub(crate) struct Kept {
 }
 
 impl Kept {
-    /// The flow has yielded: from now on the renewal task looks after the lease.
+    /// The flow has yielded: from now on the scheduling task looks after the lease.
     pub(crate) fn arm(&self) {
         self.keeper.arm(self.run_id);
     }

@@ -5,13 +5,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
+use tracing::warn;
 
 /// Begins the write transactions of a run's lifecycle: on a connection reserved for them while it is free,
 /// otherwise on the pool.
 ///
 /// The reserved connection exists on a SQLite file ([`crate::connect_run_writer`] says why). A transaction
-/// never waits for it: when another run holds it, the transaction takes a pooled connection as it would
-/// without one, so concurrent runs lose nothing and a lone run always finds the connection it used last.
+/// never waits for another run's: when one holds the reserved connection, the transaction takes a pooled
+/// connection as it would without one, so concurrent runs lose nothing and a lone run always finds the
+/// connection it used last. (It may wait for that connection's way back into its pool after the previous
+/// transaction: sqlx returns connections from a spawned task, with a ping.) If the reserved connection
+/// fails, the transaction falls back to the pool.
 #[derive(Debug, Clone)]
 pub struct RunWriter {
     pool: DatabaseConnection,
@@ -64,11 +68,16 @@ impl RunWriter {
         {
             // The flag is cleared when the guard drops, whether `begin` fails here or the transaction ends.
             let slot = Slot(Arc::clone(reserved));
-            let txn = reserved.db.begin().await?;
-            return Ok(WriteTransaction {
-                txn,
-                _slot: Some(slot),
-            });
+            match reserved.db.begin().await {
+                Ok(txn) => {
+                    return Ok(WriteTransaction {
+                        txn,
+                        _slot: Some(slot),
+                    });
+                }
+                // The pool can still serve the run; the reserved connection is tried again next time.
+                Err(error) => warn!(%error, "the connection reserved for run writes failed; using the pool"),
+            }
         }
         Ok(WriteTransaction {
             txn: self.pool.begin().await?,
@@ -188,6 +197,18 @@ mod tests {
         let third = writer.begin().await.expect("third");
         assert!(third._slot.is_some(), "a dropped transaction frees the slot");
         third.rollback().await.expect("rollback");
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[tokio::test]
+    async fn a_failed_reserved_connection_falls_back_to_the_pool() {
+        let (writer, path) = writer("fallback").await;
+        if let Some(reserved) = &writer.reserved {
+            reserved.db.close_by_ref().await.expect("closes");
+        }
+        let txn = writer.begin().await.expect("the pool serves it");
+        assert!(txn._slot.is_none());
+        txn.rollback().await.expect("rollback");
         let _ = std::fs::remove_file(path);
     }
 
