@@ -889,17 +889,11 @@ async fn a_run_that_cannot_be_created_is_reported_and_nothing_else_happens() {
 
 #[tokio::test(start_paused = true)]
 async fn the_lease_is_renewed_while_a_long_flow_runs() {
-    struct Long;
-    #[async_trait]
-    impl Flow for Long {
-        async fn run(&mut self) -> Result<(), FlowError> {
-            tokio::time::sleep(Duration::from_secs(210)).await;
-            Ok(())
-        }
-    }
     let mut h = Harness::new();
     h.expect_start();
-    h.registry.expect_build().returning(|_, _| Ok(Box::new(Long)));
+    h.registry
+        .expect_build()
+        .returning(|_, _| Ok(Box::new(Sleeps(Duration::from_secs(210)))));
     let renewals = Arc::new(AtomicUsize::new(0));
     let count = Arc::clone(&renewals);
     h.runs.expect_renew_lease().returning(move |run_id, _| {
@@ -1016,14 +1010,12 @@ impl RunRepository for SlowRenewals {
     }
 }
 
-/// Runs a 200 s flow under a 60 s lease with renewals taking `delay`; returns when each renewal started,
-/// in seconds from the start.
-async fn renewal_starts(delay: Duration, panic_first: bool) -> Vec<u64> {
+/// Runs the flow `build` makes under a 60 s lease with renewals taking `delay`; returns when each renewal
+/// started, in seconds from the start.
+async fn renewal_starts(build: fn() -> Box<dyn Flow>, delay: Duration, panic_first: bool) -> Vec<u64> {
     let mut h = Harness::new();
     h.expect_start();
-    h.registry
-        .expect_build()
-        .returning(|_, _| Ok(Box::new(Sleeps(Duration::from_secs(200)))));
+    h.registry.expect_build().returning(move |_, _| Ok(build()));
     h.runs.expect_renew_lease().returning(|_, _| Ok(true));
     h.expect_finish();
     let started = Arc::new(Mutex::new(Vec::new()));
@@ -1049,7 +1041,12 @@ async fn renewal_starts(delay: Duration, panic_first: bool) -> Vec<u64> {
 async fn a_slow_renewal_does_not_push_the_next_one_past_half_the_lease() {
     // Each renewal takes 15 s; the next must still start 20 s after the previous one started, not after
     // it ended, so the lease never runs below half its length.
-    let starts = renewal_starts(Duration::from_secs(15), false).await;
+    let starts = renewal_starts(
+        || Box::new(Sleeps(Duration::from_secs(200))),
+        Duration::from_secs(15),
+        false,
+    )
+    .await;
     assert_eq!(
         starts,
         vec![20, 40, 60, 80, 100, 120, 140, 160, 180],
@@ -1059,7 +1056,12 @@ async fn a_slow_renewal_does_not_push_the_next_one_past_half_the_lease() {
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_renewal_does_not_stop_the_later_ones() {
-    let starts = renewal_starts(Duration::ZERO, true).await;
+    let starts = renewal_starts(
+        || Box::new(Sleeps(Duration::from_secs(200))),
+        Duration::ZERO,
+        true,
+    )
+    .await;
     // The one at 200 s races the flow's end at 200 s; whether it starts does not matter.
     assert_eq!(
         starts[..9],
@@ -1080,34 +1082,7 @@ async fn a_run_already_due_when_its_flow_first_yields_is_renewed_at_once() {
             Ok(())
         }
     }
-    let mut h = Harness::new();
-    h.expect_start();
-    h.registry
-        .expect_build()
-        .returning(|_, _| Ok(Box::new(SlowStart)));
-    h.runs.expect_renew_lease().returning(|_, _| Ok(true));
-    h.expect_finish();
-    let started = Arc::new(Mutex::new(Vec::new()));
-    let noted = Arc::clone(&started);
-    let (executor, _, _) = h.executor_wrapped(Duration::from_secs(60), move |inner| {
-        Arc::new(SlowRenewals {
-            inner,
-            delay: Duration::ZERO,
-            panic_first: false,
-            started: noted,
-        })
-    });
-    let t0 = tokio::time::Instant::now();
-    executor
-        .execute(&data_flow(json!("Copy")))
-        .await
-        .expect("succeeds");
-    let starts: Vec<u64> = started
-        .lock()
-        .expect("started lock")
-        .iter()
-        .map(|at| (*at - t0).as_secs())
-        .collect();
+    let starts = renewal_starts(|| Box::new(SlowStart), Duration::ZERO, false).await;
     assert_eq!(starts, vec![25, 45], "{starts:?}");
 }
 
@@ -1166,17 +1141,11 @@ async fn a_cancelled_execution_stops_renewing_its_lease() {
 
 #[tokio::test(start_paused = true)]
 async fn a_lease_taken_by_the_reaper_is_not_renewed_again() {
-    struct Long;
-    #[async_trait]
-    impl Flow for Long {
-        async fn run(&mut self) -> Result<(), FlowError> {
-            tokio::time::sleep(Duration::from_secs(210)).await;
-            Ok(())
-        }
-    }
     let mut h = Harness::new();
     h.expect_start();
-    h.registry.expect_build().returning(|_, _| Ok(Box::new(Long)));
+    h.registry
+        .expect_build()
+        .returning(|_, _| Ok(Box::new(Sleeps(Duration::from_secs(210)))));
     let renewals = counting_renewals(&mut h, false);
     h.expect_finish();
     let (executor, _, _) = h.executor();
