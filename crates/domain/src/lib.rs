@@ -4,6 +4,7 @@
 //! Nothing here knows about databases, HTTP or the command line; adapters implement the ports in
 //! `flowrun-infra`. With the `mock` feature the ports come with mockall mocks (`MockRunRepository`, …).
 
+pub mod duration;
 pub mod executor;
 pub mod flow;
 mod lease_keeper;
@@ -14,6 +15,7 @@ pub mod scheduler;
 pub mod shutdown;
 pub mod trace;
 
+pub use duration::{DurationError, MAX_DURATION_SECS, format_duration, parse_duration};
 pub use executor::{ExecuteError, FlowExecutor, FlowFailure, FlowPanic, LeaseSettings};
 pub use flow::{BuildFlowError, ClassRegistry, Flow, FlowError, FlowMessage, FlowRegistry};
 pub use model::{
