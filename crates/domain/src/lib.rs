@@ -11,6 +11,7 @@ mod lease_keeper;
 pub mod model;
 mod panic;
 pub mod ports;
+pub mod schedule;
 pub mod scheduler;
 pub mod shutdown;
 pub mod trace;
@@ -26,6 +27,7 @@ pub use ports::{
     ActiveRun, Clock, CreateDataFlowError, DataFlowRepository, FinishRunError, RepositoryError, RunFilter,
     RunRecord, RunRepository, StartRun, StartRunError,
 };
+pub use schedule::{CronSchedule, MAX_INTERVAL_SECS, MAX_UPCOMING, Schedule, ScheduleError};
 pub use scheduler::{CycleError, HeartbeatReport, Scheduler};
 pub use shutdown::{Phase, ShutdownController, ShutdownSignal};
 pub use trace::{FlowTrace, TraceEnd, TraceFrame};
