@@ -15,14 +15,16 @@
 //!   field (0–59; with 5 fields the second is 0). Anything else (including croner's 7-field form with a year)
 //!   is refused. Fields are separated by whitespace; surrounding whitespace is ignored.
 //! - **Values**: minute 0–59, hour 0–23, day-of-month 1–31, month 1–12 or `JAN`–`DEC`, day-of-week 0–7 or
-//!   `SUN`–`SAT` (0 and 7 are both Sunday). Names are case-insensitive.
+//!   `SUN`–`SAT` (0 and 7 are both Sunday). Names are case-insensitive and refused outside their own field.
 //! - **Syntax**: `*`, lists `1,15`, ranges `1-5`, steps `*/15` and `10-50/20`; `?` is the same as `*` in
 //!   the two day fields. A step needs a range or `*` before it (`0/10` is refused).
 //! - **Nicknames**: `@yearly` and `@annually` (`0 0 1 1 *`), `@monthly` (`0 0 1 * *`), `@weekly`
 //!   (`0 0 * * SUN`), `@daily` (`0 0 * * *`), `@hourly` (`0 * * * *`); `@reboot` and others are refused.
 //! - **Day-of-month and day-of-week** (Vixie/ISC cron rule): when both are restricted (neither is `*`), a day
 //!   matching EITHER fires: `0 0 13 * 5` fires at midnight on every Friday and on every 13th. When one of them
-//!   is `*`, only the other one restricts. croner's extension `+` in front of the day-of-week field asks for
+//!   is `*` (or `?`), only the other one restricts. Only a field that is exactly `*` counts as unrestricted:
+//!   `0 0 */10 * 1` fires on the 1st, 11th, 21st and 31st AND on every Monday (Vixie cron would read `*/10`
+//!   as unrestricted and fire only on Mondays that are one of those days). croner's extension `+` in front of the day-of-week field asks for
 //!   both instead (`0 0 13 * +5`: only Friday the 13th).
 //! - **Other croner extensions** also accepted: `L` (last day of the month; `5L` last Friday), `W` (nearest
 //!   weekday, `15W`), `#` (`5#2` second Friday).
@@ -76,6 +78,11 @@ const SEARCH_YEARS: std::ops::Range<i32> = 1..croner::YEAR_UPPER_LIMIT;
 /// The nicknames croner translates; others would reach croner's field parser and fail with a confusing
 /// message.
 const NICKNAMES: [&str; 6] = ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@hourly"];
+
+const MONTH_NAMES: [&str; 12] = [
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
+const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
 
 /// What is expected of an expression, for error messages.
 const EXPECTED_FIELDS: &str = "expected 5 fields (minute hour day-of-month month day-of-week), 6 with a leading second, or a nickname such as @daily";
@@ -156,6 +163,20 @@ impl CronSchedule {
                 expression: expression.to_owned(),
                 found,
             });
+        } else {
+            // croner replaces names wherever they appear, so `MON` in the month field would silently mean January.
+            let (month, weekday) = (found - 2, found - 1);
+            for (i, field) in expression.split_whitespace().enumerate() {
+                let upper = field.to_ascii_uppercase();
+                let has = |names: &[&str]| names.iter().any(|name| upper.contains(name));
+                if (i != month && has(&MONTH_NAMES)) || (i != weekday && has(&DAY_NAMES)) {
+                    return Err(invalid(format!(
+                        "`{}` is not in its field: month names (JAN-DEC) go in the month field, day names \
+                         (SUN-SAT) in the day-of-week field",
+                        field.escape_debug()
+                    )));
+                }
+            }
         }
         let cron = CronParser::builder()
             .seconds(Seconds::Optional)

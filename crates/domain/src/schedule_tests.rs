@@ -231,6 +231,9 @@ fn refuses_a_bad_expression_in_one_line_naming_it() {
         ", * * * *",
         "0 0 , * 5",
         "0 0 * * +",
+        "0 0 * MON *",
+        "0 0 * * JAN",
+        "0 0 SUN * *",
     ] {
         let err = CronSchedule::parse(expression, None).unwrap_err();
         let message = err.to_string();
@@ -240,6 +243,11 @@ fn refuses_a_bad_expression_in_one_line_naming_it() {
         );
         assert!(!message.contains('\n'), "{message}");
     }
+    assert_eq!(
+        CronSchedule::parse("0 0 * MON *", None).unwrap_err().to_string(),
+        "invalid cron expression `0 0 * MON *`: `MON` is not in its field: month names (JAN-DEC) go in the month \
+         field, day names (SUN-SAT) in the day-of-week field"
+    );
     assert_eq!(
         CronSchedule::parse("@reboot", None).unwrap_err().to_string(),
         "invalid cron expression `@reboot`: unknown nickname; use one of @yearly, @annually, @monthly, @weekly, \
@@ -387,6 +395,17 @@ fn day_of_month_and_day_of_week_both_restricted_fire_on_either() {
     assert_eq!(
         upcoming("0 0 * * 5", "UTC", "2026-04-01T00:00:00Z", 2),
         ats(&["2026-04-03T00:00:00Z", "2026-04-10T00:00:00Z"])
+    );
+    // Only a field that is exactly `*` is unrestricted: a stepped `*/10` still fires on either.
+    assert_eq!(
+        upcoming("0 0 */10 * 1", "UTC", "2026-04-01T00:00:00Z", 5),
+        ats(&[
+            "2026-04-06T00:00:00Z",
+            "2026-04-11T00:00:00Z",
+            "2026-04-13T00:00:00Z",
+            "2026-04-20T00:00:00Z",
+            "2026-04-21T00:00:00Z",
+        ])
     );
     // croner's `+` asks for both: only Friday the 13th (2026: February, March and November).
     assert_eq!(
