@@ -16,6 +16,7 @@ pub mod scheduler;
 pub mod shutdown;
 pub mod trace;
 
+pub use duration::{DurationError, MAX_DURATION_SECS, format_duration, parse_duration};
 pub use executor::{ClaimedRun, ExecuteError, FlowExecutor, FlowFailure, FlowPanic, LeaseSettings};
 pub use flow::{BuildFlowError, ClassRegistry, Flow, FlowError, FlowMessage, FlowRegistry};
 pub use model::{
@@ -26,7 +27,7 @@ pub use ports::{
     ActiveRun, Claim, Clock, CreateDataFlowError, DataFlowRepository, FinishRunError, RepositoryError,
     RunFilter, RunRecord, RunRepository, StartRun, StartRunError,
 };
-pub use schedule::{CronSchedule, Schedule, ScheduleError};
+pub use schedule::{CronSchedule, MAX_INTERVAL_SECS, MAX_UPCOMING, Schedule, ScheduleError};
 pub use scheduler::{CycleError, CycleHealth, Dispatch, HeartbeatReport, RunEnd, Scheduler, TriggeredRun};
 pub use shutdown::{Phase, ShutdownController, ShutdownSignal};
 pub use trace::{FlowTrace, TraceEnd, TraceFrame};
