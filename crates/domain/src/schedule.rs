@@ -126,7 +126,7 @@ pub enum ScheduleError {
         /// How many whitespace-separated fields it has.
         found: usize,
     },
-    /// A cron expression with the right number of fields that croner refuses.
+    /// A cron expression that does not parse, or that can never fire.
     #[error("invalid cron expression `{}`: {}", .expression.escape_debug(), .reason.escape_debug())]
     InvalidCron {
         /// The expression, trimmed.
