@@ -33,20 +33,22 @@
 //!
 //! ## Daylight saving time
 //!
-//! croner tells "fixed-time" expressions, whose second, minute and hour fields are each one plain value
-//! (`30 2 * * *`, `0 30 2 * * 1-5`), from all others ("interval" expressions: `*`, a step, a list or a range
-//! in any of those three fields, such as `0 * * * *`, `*/15 2 * * *` or `30 2,14 * * *`).
+//! As in Vixie cron, a job whose second (if given), minute and hour fields contain no `*` (single values,
+//! lists or ranges: `30 2 * * *`, `30 2,14 * * *`, `0,30 1-2 * * *`) runs once per DST change, while a job
+//! with `*` in one of those fields (`0 * * * *`, `*/30 2 * * *`) follows the real clock. Nicknames other than
+//! `@hourly` are of the first kind.
 //!
-//! - **Spring forward** (a wall-clock hour is skipped): a fixed-time job whose time falls in the gap runs
-//!   once that day, at the first instant after the gap. Europe/Berlin on 2026-03-29, `30 2 * * *` runs at
-//!   03:00 CEST = 01:00 UTC; America/New_York on 2026-03-08 it runs at 03:00 EDT = 07:00 UTC. An interval
-//!   job simply has no run at the wall-clock times that do not exist that day (`0 * * * *` skips 02:00, which
-//!   is still one run per real hour; `30 2,14 * * *` does NOT run at 02:30 that day, only at 14:30).
-//! - **Fall back** (a wall-clock hour repeats): a fixed-time job in the repeated hour runs once, at the first
-//!   occurrence: Europe/Berlin on 2026-10-25, `30 2 * * *` runs at 02:30 CEST = 00:30 UTC only;
-//!   America/New_York on 2026-11-01, `30 1 * * *` runs at 01:30 EDT = 05:30 UTC only. An interval job runs at
-//!   both occurrences: `0 * * * *` fires once per real hour (Berlin 00:00 and 01:00 UTC, both 02:00 local),
-//!   and `30 2,14 * * *` in Berlin runs twice that night (00:30 and 01:30 UTC).
+//! - **Spring forward** (a wall-clock hour is skipped): a job of the first kind whose times fall in the gap
+//!   runs once that day, at the first instant after the gap, however many of its times the gap holds.
+//!   Europe/Berlin on 2026-03-29, `30 2 * * *` runs at 03:00 CEST = 01:00 UTC (02:30 CET the day before is
+//!   01:30 UTC, 02:30 CEST the day after 00:30 UTC); America/New_York on 2026-03-08 it runs at 03:00 EDT =
+//!   07:00 UTC. A job with `*` has no run at the times that do not exist: `0 * * * *` skips 02:00, which is
+//!   still one run per real hour, and `*/30 2 * * *` does not run at all that day.
+//! - **Fall back** (a wall-clock hour repeats): a job of the first kind runs only on the first pass through the
+//!   repeated hour: Europe/Berlin on 2026-10-25, `30 2 * * *` runs at 02:30 CEST = 00:30 UTC, not at 02:30 CET
+//!   = 01:30 UTC; America/New_York on 2026-11-01, `30 1 * * *` runs at 01:30 EDT = 05:30 UTC, not at
+//!   06:30 UTC. A job with `*` runs on both passes: `0 * * * *` fires once per real hour (Berlin 00:00 and
+//!   01:00 UTC, both 02:00 local), `*/30 2 * * *` four times (00:00, 00:30, 01:00, 01:30 UTC).
 //!
 //! ## Range
 //!
@@ -57,10 +59,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, TimeDelta, Utc};
+use chrono::{DateTime, Datelike, LocalResult, NaiveDateTime, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds, Year};
-use croner::{Cron, CronComponent};
+use croner::{Cron, CronComponent, JobType};
 
 use crate::duration::format_duration;
 
@@ -105,6 +107,9 @@ pub struct CronSchedule {
     tz: Tz,
     // Boxed because croner's parsed pattern is several hundred bytes, which would bloat every `Schedule`.
     cron: Box<Cron>,
+    /// Vixie cron runs a job whose second, minute and hour fields hold no `*` once per DST change, like a
+    /// single fixed time; croner does so only for single values, so lists and ranges get the rule here.
+    collapse_dst: bool,
 }
 
 /// Why a schedule was refused. Each message is one line naming the input.
@@ -121,7 +126,7 @@ pub enum ScheduleError {
         /// How many whitespace-separated fields it has.
         found: usize,
     },
-    /// A cron expression with the right number of fields that croner refuses.
+    /// A cron expression that does not parse, or that can never fire.
     #[error("invalid cron expression `{}`: {}", .expression.escape_debug(), .reason.escape_debug())]
     InvalidCron {
         /// The expression, trimmed.
@@ -199,10 +204,18 @@ impl CronSchedule {
         if fields.into_iter().any(selects_nothing) {
             return Err(invalid("a field selects no value (is a list empty?)".to_owned()));
         }
+        let time_fields = if found == 6 { 3 } else { 2 };
+        let no_wildcard_time = !expression.starts_with('@')
+            && expression
+                .split_whitespace()
+                .take(time_fields)
+                .all(|field| !field.contains(['*', '?']));
+        let collapse_dst = no_wildcard_time && cron.determine_job_type() == JobType::IntervalWildcard;
         let schedule = Self {
             expression: expression.to_owned(),
             tz,
             cron: Box::new(cron),
+            collapse_dst,
         };
         // Fire times repeat with the 400-year Gregorian cycle, so an expression with none in the centuries
         // after 1970 has none at all: refuse it now rather than search to year 5000 on every tick.
@@ -230,11 +243,30 @@ impl CronSchedule {
             return None;
         }
         let local = after.with_timezone(&self.tz);
-        let next = self
-            .cron
-            .find_next_occurrence(&local, false)
-            .ok()?
-            .with_timezone(&Utc);
+        let mut next = self.cron.find_next_occurrence(&local, false).ok()?;
+        if self.collapse_dst {
+            // Fall back: the second pass through the repeated hour already ran on the first.
+            while let LocalResult::Ambiguous(_, later) = self.tz.from_local_datetime(&next.naive_local()) {
+                if next != later {
+                    break;
+                }
+                next = self.cron.find_next_occurrence(&next, false).ok()?;
+            }
+        }
+        let mut next = next.with_timezone(&Utc);
+        if self.collapse_dst {
+            // Spring forward: croner skips a scheduled wall-clock time inside the gap; run it once, right
+            // after the gap.
+            let after_gap = self
+                .cron
+                .find_next_occurrence(&local.naive_local(), false)
+                .ok()
+                .filter(|civil| self.tz.from_local_datetime(civil) == LocalResult::None)
+                .and_then(|civil| first_instant_reaching(self.tz, civil));
+            if let Some(after_gap) = after_gap.filter(|t| *t > after && *t < next) {
+                next = after_gap;
+            }
+        }
         // croner works in whole seconds; never hand back a time that is not strictly later.
         (next > after).then_some(next)
     }
@@ -300,6 +332,29 @@ impl Schedule {
                 .collect(),
         }
     }
+}
+
+/// The first instant whose wall clock in `tz` reads `civil` or later: for a time inside a DST gap, the end
+/// of the gap.
+fn first_instant_reaching(tz: Tz, civil: NaiveDateTime) -> Option<DateTime<Utc>> {
+    // Offsets stay within a day of UTC, and the wall clock only moves forward around a gap, so bisection
+    // over two days either side finds the edge.
+    let reaches =
+        |secs: i64| DateTime::from_timestamp(secs, 0).map(|t| t.with_timezone(&tz).naive_local() >= civil);
+    let centre = civil.and_utc().timestamp();
+    let (mut before, mut reached) = (centre.checked_sub(2 * 86_400)?, centre.checked_add(2 * 86_400)?);
+    if reaches(before)? || !reaches(reached)? {
+        return None;
+    }
+    while reached - before > 1 {
+        let mid = before + (reached - before) / 2;
+        if reaches(mid)? {
+            reached = mid;
+        } else {
+            before = mid;
+        }
+    }
+    DateTime::from_timestamp(reached, 0)
 }
 
 /// The interval in whole seconds, or None when it is outside 1 ..= [`MAX_INTERVAL_SECS`].

@@ -567,14 +567,51 @@ fn hourly_jobs_run_once_per_real_hour_across_spring_forward() {
 }
 
 #[test]
-fn interval_style_jobs_skip_a_time_in_the_gap() {
-    // A list in the hour field makes this an "interval" job for croner: 02:30 on 03-29 is simply missing.
+fn spring_forward_runs_lists_and_ranges_without_a_wildcard_once_right_after_the_gap() {
     assert_eq!(
-        upcoming("30 2,14 * * *", "Europe/Berlin", "2026-03-28T12:00:00Z", 3),
+        upcoming("30 2,14 * * *", "Europe/Berlin", "2026-03-28T12:00:00Z", 4),
         ats(&[
             "2026-03-28T13:30:00Z", // 14:30 CET
-            "2026-03-29T12:30:00Z", // 14:30 CEST; no run for 02:30
+            "2026-03-29T01:00:00Z", // 02:30 does not exist: 03:00 CEST
+            "2026-03-29T12:30:00Z", // 14:30 CEST
             "2026-03-30T00:30:00Z", // 02:30 CEST
+        ])
+    );
+    // Two scheduled times in the gap still make one run.
+    assert_eq!(
+        upcoming("0,30 2 * * *", "Europe/Berlin", "2026-03-28T12:00:00Z", 4),
+        ats(&[
+            "2026-03-29T01:00:00Z", // 02:00 and 02:30 do not exist: once, at 03:00 CEST
+            "2026-03-30T00:00:00Z", // 02:00 CEST
+            "2026-03-30T00:30:00Z", // 02:30 CEST
+            "2026-03-31T00:00:00Z",
+        ])
+    );
+    assert_eq!(
+        upcoming("0 30 1-2 * * *", "America/New_York", "2026-03-08T05:00:00Z", 3),
+        ats(&[
+            "2026-03-08T06:30:00Z", // 01:30 EST
+            "2026-03-08T07:00:00Z", // 02:30 does not exist: 03:00 EDT
+            "2026-03-09T05:30:00Z", // 01:30 EDT
+        ])
+    );
+    // The same holds when the search starts between a run and the gap.
+    assert_eq!(
+        upcoming("30 1,2 * * *", "Europe/Berlin", "2026-03-29T00:40:00Z", 2),
+        ats(&["2026-03-29T01:00:00Z", "2026-03-29T23:30:00Z"])
+    );
+}
+
+#[test]
+fn spring_forward_skips_wildcard_times_in_the_gap() {
+    // `*` in the minute field: the job has no run while the clock skips 02:00-02:59.
+    assert_eq!(
+        upcoming("*/30 2 * * *", "Europe/Berlin", "2026-03-28T12:00:00Z", 4),
+        ats(&[
+            "2026-03-30T00:00:00Z", // 02:00 CEST
+            "2026-03-30T00:30:00Z", // 02:30 CEST
+            "2026-03-31T00:00:00Z",
+            "2026-03-31T00:30:00Z",
         ])
     );
 }
@@ -604,7 +641,32 @@ fn fall_back_runs_a_fixed_time_job_in_the_repeated_hour_once() {
 }
 
 #[test]
-fn fall_back_runs_interval_jobs_at_both_occurrences() {
+fn fall_back_runs_lists_and_ranges_without_a_wildcard_once() {
+    assert_eq!(
+        upcoming("30 2,14 * * *", "Europe/Berlin", "2026-10-24T20:00:00Z", 3),
+        ats(&[
+            "2026-10-25T00:30:00Z", // the first 02:30, CEST; not again at 01:30Z (02:30 CET)
+            "2026-10-25T13:30:00Z", // 14:30 CET
+            "2026-10-26T01:30:00Z", // 02:30 CET
+        ])
+    );
+    assert_eq!(
+        upcoming("0,30 1 * * *", "America/New_York", "2026-11-01T04:00:00Z", 3),
+        ats(&[
+            "2026-11-01T05:00:00Z", // 01:00 EDT
+            "2026-11-01T05:30:00Z", // 01:30 EDT; the EST pass (06:00Z, 06:30Z) does not run
+            "2026-11-02T06:00:00Z", // 01:00 EST
+        ])
+    );
+    // Starting on the second pass finds nothing more that night.
+    assert_eq!(
+        upcoming("0,30 1 * * *", "America/New_York", "2026-11-01T05:45:00Z", 1),
+        ats(&["2026-11-02T06:00:00Z"])
+    );
+}
+
+#[test]
+fn fall_back_runs_wildcard_jobs_at_both_occurrences() {
     assert_eq!(
         upcoming("0 * * * *", "Europe/Berlin", "2026-10-24T22:30:00Z", 4),
         ats(&[
@@ -624,11 +686,13 @@ fn fall_back_runs_interval_jobs_at_both_occurrences() {
         ])
     );
     assert_eq!(
-        upcoming("30 2,14 * * *", "Europe/Berlin", "2026-10-24T20:00:00Z", 3),
+        upcoming("*/30 2 * * *", "Europe/Berlin", "2026-10-24T20:00:00Z", 5),
         ats(&[
+            "2026-10-25T00:00:00Z", // 02:00 CEST
             "2026-10-25T00:30:00Z", // 02:30 CEST
+            "2026-10-25T01:00:00Z", // 02:00 CET
             "2026-10-25T01:30:00Z", // 02:30 CET
-            "2026-10-25T13:30:00Z", // 14:30 CET
+            "2026-10-26T01:00:00Z", // 02:00 CET
         ])
     );
     // Starting inside the repeated hour, on its second pass, finds no earlier run.
