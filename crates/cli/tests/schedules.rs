@@ -286,7 +286,7 @@ fn schedule_prints_the_next_fire_times_of_an_expression_or_a_flow() {
             "--tz",
             "Europe/Berlin",
             "--from",
-            "2026-07-01T00:00:00Z",
+            "2026-06-30T23:00:00Z",
             "--count",
             "2",
         ])
@@ -296,6 +296,30 @@ fn schedule_prints_the_next_fire_times_of_an_expression_or_a_flow() {
         String::from_utf8_lossy(&text.stdout),
         "2026-07-01T00:00:00Z\n2026-07-02T00:00:00Z\n",
         "02:00 in Berlin summer time is 00:00 UTC"
+    );
+    // On the spring-forward day 02:30 does not exist in Berlin: the job runs once, right after the gap
+    // (03:00 CEST), as Vixie cron does.
+    assert_eq!(
+        json(
+            d,
+            &[
+                "schedule",
+                "--cron",
+                "30 2 * * *",
+                "--tz",
+                "Europe/Berlin",
+                "--from",
+                "2026-03-28T00:00:00Z",
+                "--count",
+                "3",
+                "--json"
+            ]
+        ),
+        json!([
+            "2026-03-28T01:30:00Z",
+            "2026-03-29T01:00:00Z",
+            "2026-03-30T00:30:00Z"
+        ])
     );
     flowrun(d)
         .args(["flow", "create", "f", "--class", "Noop", "--every", "1h"])
