@@ -3,9 +3,9 @@
 //! due-ness from when the last run ended (which drifted by each run's length).
 //!
 //! Existing flows keep their interval and are backfilled so they run when they would have: a flow that never
-//! ran is due at once (at its creation time); the others one interval after their last run. A flow whose
-//! next time is out of range (an interval stored by hand beyond any date) gets no `next_run_at` and is never
-//! due until it is updated.
+//! ran is due at once (at its creation time); the others one interval after their last run. Intervals above
+//! a hundred years (accepted by earlier releases, and the cause of scheduler panics) are lowered to a
+//! hundred years, the longest flowrun accepts now: such a flow was never going to come due either way.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{ConnectionTrait, DatabaseBackend, Statement, Value};
@@ -23,6 +23,10 @@ enum DataFlows {
     ScheduleTz,
     NextRunAt,
 }
+
+/// A hundred years, as `flowrun_domain::MAX_INTERVAL_SECS` (a migration keeps its own copy: it must mean
+/// the same whatever later releases change).
+const MAX_INTERVAL_SECS: i64 = 100 * 365 * 86_400;
 
 const DUE_BY_LAST_RUN: &str = "idx_data_flows_due";
 const DUE_BY_NEXT_RUN: &str = "idx_data_flows_next_run";
@@ -85,6 +89,10 @@ async fn drop_index(manager: &SchemaManager<'_>, name: &str) -> Result<(), DbErr
 async fn backfill(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
     let db = manager.get_connection();
     let backend = manager.get_database_backend();
+    db.execute_unprepared(&format!(
+        "UPDATE data_flows SET run_interval_secs = {MAX_INTERVAL_SECS} WHERE run_interval_secs > {MAX_INTERVAL_SECS}"
+    ))
+    .await?;
     db.execute_unprepared("UPDATE data_flows SET next_run_at = created_at WHERE last_run_at IS NULL")
         .await?;
     let rows = db
@@ -102,7 +110,12 @@ async fn backfill(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
         let last: chrono::DateTime<chrono::Utc> = row.try_get("", "last_run_at")?;
         let interval: i64 = row.try_get("", "run_interval_secs")?;
         let next = chrono::TimeDelta::try_seconds(interval).and_then(|step| last.checked_add_signed(step));
-        let values: [Value; 2] = [next.into(), id.into()];
+        // MySQL drivers send a UTC time as a TIMESTAMP, whose range ends in 2038; a DATETIME holds any year.
+        let next: Value = match backend {
+            DatabaseBackend::MySql => next.map(|at| at.naive_utc()).into(),
+            _ => next.into(),
+        };
+        let values: [Value; 2] = [next, id.into()];
         db.execute_raw(Statement::from_sql_and_values(backend, update, values))
             .await?;
     }

@@ -102,9 +102,9 @@ pub struct StartRun {
     /// The flow to run.
     pub data_flow_id: DataFlowId,
     /// The time the start was asked for, from the [`Clock`]. The run's `started_at` (and `created_at`) is
-    /// the time the claim was granted: an adapter that can wait for the database (a lock, a busy pool)
-    /// MUST read its clock again once the claim is granted and shift `started_at` and
-    /// `lease_expires_at` by the wait, so that one flow's runs never overlap in the record.
+    /// the time the claim was granted: an adapter that can wait for the database (a lock, a busy pool) and
+    /// is given the clock reads it again once the claim is granted and moves `started_at` and
+    /// `lease_expires_at` later by the wait, so that one flow's runs never overlap in the record.
     pub started_at: DateTime<Utc>,
     /// Who runs it.
     pub lease_owner: LeaseOwner,

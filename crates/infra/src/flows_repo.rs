@@ -8,7 +8,7 @@ use flowrun_domain::{
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, SqlErr,
+    ColumnTrait, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, SqlErr,
 };
 use tracing::warn;
 
@@ -25,6 +25,10 @@ impl SeaOrmDataFlowRepository {
     /// A repository on this connection pool.
     pub fn new(db: DatabaseConnection) -> Self {
         Self { db }
+    }
+
+    fn backend(&self) -> DatabaseBackend {
+        self.db.get_database_backend()
     }
 }
 
@@ -46,7 +50,8 @@ impl DataFlowRepository for SeaOrmDataFlowRepository {
             run_interval_secs: Set(run_interval_secs),
             schedule_cron: Set(schedule_cron),
             schedule_tz: Set(schedule_tz),
-            next_run_at: Set(next_run_at),
+            // Written below on MySQL, where the entity would send it as a TIMESTAMP (see `far_time`).
+            next_run_at: Set(next_run_at.filter(|_| self.backend() != DatabaseBackend::MySql)),
             last_run_at: Set(None),
             last_run_status: Set(None),
             active_run_id: Set(None),
@@ -63,6 +68,17 @@ impl DataFlowRepository for SeaOrmDataFlowRepository {
                     CreateDataFlowError::Repository(repository_error(error))
                 }
             })?;
+        if self.backend() == DatabaseBackend::MySql && next_run_at.is_some() {
+            data_flow::Entity::update_many()
+                .col_expr(
+                    data_flow::Column::NextRunAt,
+                    Expr::value(mapping::far_time(DatabaseBackend::MySql, next_run_at)),
+                )
+                .filter(data_flow::Column::Id.eq(inserted.last_insert_id))
+                .exec(&self.db)
+                .await
+                .map_err(|e| CreateDataFlowError::Repository(repository_error(e)))?;
+        }
         Ok(DataFlow {
             id: DataFlowId(inserted.last_insert_id),
             name: flow.name,

@@ -1,11 +1,12 @@
 //! Between SeaORM models and domain values, and from driver errors to domain errors. The only place
 //! that knows both sides.
 
+use chrono::{DateTime, Utc};
 use flowrun_domain::{
     CronSchedule, DataFlow, DataFlowId, DataFlowRun, FlowName, LastRunStatus, RepositoryError, RunId,
     RunInterval, RunStatus, Schedule,
 };
-use sea_orm::{DbErr, RuntimeErr};
+use sea_orm::{DatabaseBackend, DbErr, RuntimeErr};
 
 use crate::entity::{data_flow, data_flow_run};
 
@@ -148,6 +149,16 @@ pub(crate) fn schedule_columns(schedule: &Schedule) -> (i64, Option<String>, Opt
             Some(cron.expression().to_owned()),
             Some(cron.time_zone().to_owned()),
         ),
+    }
+}
+
+/// A time as a statement value for `backend`. MySQL drivers send a UTC time as a `TIMESTAMP`, whose range
+/// ends in January 2038 (MariaDB stores NULL beyond it); the columns are `DATETIME(6)`, so MySQL gets the
+/// UTC time without a zone, which holds any year. Use it for times that can lie far ahead (`next_run_at`).
+pub(crate) fn far_time(backend: DatabaseBackend, at: Option<DateTime<Utc>>) -> sea_orm::Value {
+    match backend {
+        DatabaseBackend::MySql => at.map(|at| at.naive_utc()).into(),
+        _ => at.into(),
     }
 }
 

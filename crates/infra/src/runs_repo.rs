@@ -24,7 +24,6 @@ use sea_orm::{
 use sea_orm::{DbErr, ExecResult};
 use tracing::debug;
 
-use crate::clock::SystemClock;
 use crate::db::numbered_placeholders;
 use crate::entity::{data_flow, data_flow_run};
 use crate::mapping::{self, is_rolled_back_by_conflict, repository_error};
@@ -46,7 +45,8 @@ pub struct SeaOrmRunRepository {
     db: DatabaseConnection,
     writer: RunWriter,
     sql: Arc<HotPath>,
-    clock: Arc<dyn Clock>,
+    /// Read again once a claim is granted, when set (see [`SeaOrmRunRepository::with_clock`]).
+    clock: Option<Arc<dyn Clock>>,
 }
 
 impl std::fmt::Debug for SeaOrmRunRepository {
@@ -131,13 +131,15 @@ impl SeaOrmRunRepository {
             db,
             writer,
             sql,
-            clock: Arc::new(SystemClock),
+            clock: None,
         }
     }
 
-    /// The same repository reading the time a claim is granted from `clock` (the system clock by default).
+    /// The same repository recording a run's start at the time its claim was granted, read from `clock`
+    /// once the claim is (so a claim that waited for a lock or a connection never seems to overlap the run
+    /// before it). Without a clock, a run starts at the time its [`StartRun`] says.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
+        self.clock = Some(clock);
         self
     }
 
@@ -158,7 +160,7 @@ impl SeaOrmRunRepository {
             Claim::Due { next_run_at } => sql.statement(
                 &sql.claim_due,
                 [
-                    next_run_at.into(),
+                    mapping::far_time(sql.backend, next_run_at),
                     flow_id.into(),
                     true.into(),
                     request.started_at.into(),
@@ -172,7 +174,9 @@ impl SeaOrmRunRepository {
         }
         // The claim may have waited for a lock or a connection; the run starts when it was granted, so a
         // run claimed after another was released never seems to overlap it.
-        let waited = (self.clock.now() - request.started_at).max(TimeDelta::zero());
+        let waited = self.clock.as_ref().map_or(TimeDelta::zero(), |clock| {
+            (clock.now() - request.started_at).max(TimeDelta::zero())
+        });
         let started = request
             .started_at
             .checked_add_signed(waited)
