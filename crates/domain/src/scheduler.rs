@@ -306,3 +306,189 @@ impl Scheduler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use chrono::TimeZone;
+    use serde_json::json;
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::executor::LeaseSettings;
+    use crate::flow::{ClassRegistry, Flow, FlowError};
+    use crate::model::{DataFlow, DataFlowId, FlowName, LeaseOwner, RunInterval, RunStatus};
+    use crate::ports::{MockClock, MockDataFlowRepository, MockRunRepository, StartRunError};
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + secs, 0)
+            .single()
+            .expect("valid")
+    }
+
+    fn due_flow(id: i64, class: &str) -> DataFlow {
+        DataFlow {
+            id: DataFlowId(id),
+            name: FlowName::parse(&format!("flow-{id}")).expect("name"),
+            description: String::new(),
+            enabled: true,
+            configuration: json!(class),
+            schedule: RunInterval::DEFAULT.schedule(),
+            next_run_at: Some(at(0)),
+            last_run_at: None,
+            last_run_status: None,
+            created_at: at(0),
+            updated_at: at(0),
+        }
+    }
+
+    /// A flow that runs until its gate opens.
+    struct Held(watch::Receiver<bool>);
+
+    #[async_trait]
+    impl Flow for Held {
+        async fn run(&mut self) -> Result<(), FlowError> {
+            let _ = self.0.wait_for(|open| *open).await;
+            Ok(())
+        }
+    }
+
+    /// A flow that ends at once.
+    struct Quick;
+
+    #[async_trait]
+    impl Flow for Quick {
+        async fn run(&mut self) -> Result<(), FlowError> {
+            Ok(())
+        }
+    }
+
+    /// A scheduler whose due flows are `due`, every start succeeding unless its flow id is in `refused`,
+    /// whose `Held` flows run until `gate` opens.
+    fn scheduler(
+        due: Vec<DataFlow>,
+        refused: &'static [i64],
+        gate: watch::Receiver<bool>,
+        slots: usize,
+    ) -> Scheduler {
+        let mut flows = MockDataFlowRepository::new();
+        flows.expect_list_due().returning(move |_| Ok(due.clone()));
+        let mut runs = MockRunRepository::new();
+        runs.expect_reap_expired().returning(|_, _| Ok(Vec::new()));
+        runs.expect_start_run().returning(move |request| {
+            if refused.contains(&request.data_flow_id.0) {
+                return Err(StartRunError::Repository(RepositoryError::Database(
+                    "disk full".into(),
+                )));
+            }
+            Ok(DataFlowRun {
+                id: RunId(request.data_flow_id.0 * 100),
+                data_flow_id: request.data_flow_id,
+                status: RunStatus::InProgress,
+                started_at: request.started_at,
+                ended_at: None,
+                error_message: None,
+                error_backtrace: None,
+                lease_owner: Some(request.lease_owner.to_string()),
+                lease_expires_at: Some(request.lease_expires_at),
+                created_at: request.started_at,
+                updated_at: request.started_at,
+            })
+        });
+        runs.expect_finish_run().returning(|_, _, _| Ok(()));
+        runs.expect_renew_lease().returning(|_, _| Ok(true));
+        let mut clock = MockClock::new();
+        clock.expect_now().returning(|| at(10));
+        let mut registry = ClassRegistry::new();
+        registry.register("Held", move |_| Ok(Box::new(Held(gate.clone()))));
+        registry.register("Quick", |_| Ok(Box::new(Quick)));
+        let runs: Arc<dyn RunRepository> = Arc::new(runs);
+        let clock: Arc<dyn Clock> = Arc::new(clock);
+        let executor = FlowExecutor::new(
+            Arc::clone(&runs),
+            Arc::new(registry),
+            Arc::clone(&clock),
+            LeaseSettings::new(LeaseOwner::new("test:1")),
+        );
+        Scheduler::new(Arc::new(flows), runs, executor, clock).with_concurrency(slots)
+    }
+
+    #[tokio::test]
+    async fn dispatch_answers_while_its_runs_still_run_and_starts_no_more_than_the_free_slots() {
+        let (open, gate) = watch::channel(false);
+        let due = (1..=3).map(|id| due_flow(id, "Held")).collect();
+        let scheduler = scheduler(due, &[], gate, 2);
+        let dispatch = tokio::time::timeout(Duration::from_secs(5), scheduler.dispatch())
+            .await
+            .expect("a dispatch never waits for its runs")
+            .expect("a cycle");
+        assert_eq!(
+            (dispatch.report.flows_due, dispatch.report.flows_triggered),
+            (3, 2),
+            "two slots: the third due flow waits for the next cycle"
+        );
+        assert_eq!(scheduler.running(), 2);
+        let again = scheduler.dispatch().await.expect("a cycle");
+        assert_eq!(again.report.flows_triggered, 0, "no free slot while both run");
+        open.send_replace(true);
+        let report = dispatch.wait().await;
+        assert_eq!(report.flows_failed, 0);
+        assert!(
+            report
+                .triggered
+                .iter()
+                .all(|run| run.end == Some(RunEnd::Succeeded)),
+            "{report:?}"
+        );
+        scheduler.wait_idle().await;
+        assert_eq!(scheduler.running(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_flow_that_cannot_start_is_counted_and_the_others_still_run() {
+        let due = vec![due_flow(1, "Quick"), due_flow(2, "Quick"), due_flow(3, "Quick")];
+        let scheduler = scheduler(due, &[2], watch::channel(true).1, 16);
+        let report = scheduler.run_cycle().await.expect("a cycle");
+        assert_eq!(
+            (report.flows_due, report.flows_triggered, report.flows_failed),
+            (3, 2, 1)
+        );
+        let started: Vec<&str> = report.triggered.iter().map(|run| run.flow.as_str()).collect();
+        assert_eq!(started, ["flow-1", "flow-3"]);
+        let health = scheduler.health();
+        assert_eq!(health.last_success, Some(at(10)));
+        assert_eq!(health.consecutive_failures, 0);
+    }
+
+    #[tokio::test]
+    async fn a_cycle_that_cannot_list_the_due_flows_shows_in_the_health() {
+        let mut flows = MockDataFlowRepository::new();
+        flows
+            .expect_list_due()
+            .returning(|_| Err(RepositoryError::Unavailable("connection refused".into())));
+        let mut runs = MockRunRepository::new();
+        runs.expect_reap_expired().returning(|_, _| Ok(Vec::new()));
+        let mut clock = MockClock::new();
+        clock.expect_now().returning(|| at(20));
+        let runs: Arc<dyn RunRepository> = Arc::new(runs);
+        let clock: Arc<dyn Clock> = Arc::new(clock);
+        let executor = FlowExecutor::new(
+            Arc::clone(&runs),
+            Arc::new(ClassRegistry::new()),
+            Arc::clone(&clock),
+            LeaseSettings::new(LeaseOwner::new("test:1")),
+        );
+        let scheduler = Scheduler::new(Arc::new(flows), runs, executor, clock);
+        assert!(scheduler.dispatch().await.is_err());
+        scheduler.note_failed_cycle("a cycle panicked");
+        let health = scheduler.health();
+        assert_eq!(health.last_success, None);
+        assert_eq!(health.consecutive_failures, 2);
+        assert_eq!(
+            health.last_failure.map(|(at, why)| (at, why)),
+            Some((at(20), "a cycle panicked".to_owned()))
+        );
+    }
+}
