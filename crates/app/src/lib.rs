@@ -15,7 +15,7 @@ use thiserror::Error;
 
 pub mod json;
 
-pub use flowrun_infra::{ConnectError, RunWriter, mask_url};
+pub use flowrun_infra::{ConnectError, MASK, RunWriter, mask_url, scrub};
 
 /// The database used when none is configured: an SQLite file in the current directory, created and
 /// migrated on first use.
@@ -174,7 +174,7 @@ impl App {
                 .await
                 .map_err(|e| AppError::Schema {
                     url: masked_url.clone(),
-                    reason: e.to_string(),
+                    reason: scrub(&e.to_string(), &settings.database_url),
                 })?;
             if !migrated {
                 return Err(AppError::NotMigrated { url: masked_url });

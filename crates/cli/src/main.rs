@@ -210,19 +210,22 @@ fn main() -> ExitCode {
         }
     };
     let verbose = cli.verbose;
+    // Whatever a driver puts in an error, the URL's secrets never reach the terminal.
+    let url = cli.database_url.clone();
+    let scrub = |text: String| flowrun_app::scrub(&text, &url);
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             let style = Style::stderr();
             match &failure {
                 Failure::FlowFailed(message) | Failure::Usage(message) | Failure::AlreadyRunning(message) => {
-                    eprintln!("{} {message}", style.error("error:"));
+                    eprintln!("{} {}", style.error("error:"), scrub(message.clone()));
                 }
                 Failure::Infra(error) => {
-                    eprintln!("{} {error}", style.error("error:"));
+                    eprintln!("{} {}", style.error("error:"), scrub(error.to_string()));
                     if verbose {
                         for cause in error.chain().skip(1) {
-                            eprintln!("  caused by: {cause}");
+                            eprintln!("  caused by: {}", scrub(cause.to_string()));
                         }
                     }
                 }
@@ -251,7 +254,9 @@ async fn open(database_url: &str, policy: MigratePolicy) -> Result<App, Failure>
     settings.connect_timeout = std::time::Duration::from_secs(4);
     App::open(&settings, builtin_registry(), policy).await.map_err(|error| match error {
         AppError::InvalidSetting { .. } => Failure::Usage(error.to_string()),
-        AppError::Connect(flowrun_app::ConnectError::UnsupportedUrl { .. }) => Failure::Usage(error.to_string()),
+        AppError::Connect(
+            flowrun_app::ConnectError::UnsupportedUrl { .. } | flowrun_app::ConnectError::InvalidUrl { .. },
+        ) => Failure::Usage(error.to_string()),
         AppError::NotMigrated { .. } => Failure::Infra(anyhow!(error)),
         other => Failure::Infra(anyhow!("{other}\n  hint: check that the database server is running and that --database-url / DATABASE_URL is right")),
     })

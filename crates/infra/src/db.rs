@@ -9,6 +9,8 @@ use sea_orm::{ConnectOptions, Database, DatabaseBackend, DatabaseConnection, DbE
 use thiserror::Error;
 use url::Url;
 
+use crate::secrets::{mask_url, scrub};
+
 /// The database products flowrun runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {
@@ -67,24 +69,66 @@ pub enum ConnectError {
         /// The URL, password masked.
         url: String,
     },
+    /// The URL cannot be read (bad input, not a database that is down).
+    #[error("invalid database URL `{url}`: {reason}")]
+    InvalidUrl {
+        /// The URL, secrets masked.
+        url: String,
+        /// What is wrong, with a hint.
+        reason: String,
+    },
     /// The database did not answer or refused the connection.
-    #[error("cannot connect to {url}: {source}")]
+    #[error("cannot connect to {url}: {detail}")]
     Connect {
         /// The URL, password masked.
         url: String,
-        /// The driver's error.
+        /// The driver's message, without the URL's secrets.
         #[source]
-        source: DbErr,
+        detail: DriverText,
     },
     /// Applying the migrations failed.
-    #[error("cannot migrate {url}: {source}")]
+    #[error("cannot migrate {url}: {detail}")]
     Migrate {
         /// The URL, password masked.
         url: String,
-        /// The driver's error.
+        /// The driver's message, without the URL's secrets.
         #[source]
-        source: DbErr,
+        detail: DriverText,
     },
+}
+
+/// A driver's message with every secret of the database URL scrubbed out: drivers repeat the URL (or the
+/// password) in some of their errors, and what they say must not reach a terminal or a log unmasked.
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct DriverText(String);
+
+impl DriverText {
+    /// `error`'s message with the secrets of `url` removed.
+    pub fn new(error: &dyn std::fmt::Display, url: &str) -> Self {
+        Self(scrub(&error.to_string(), url))
+    }
+}
+
+/// Refuses a server URL the driver could not read either, before the driver gets to repeat it.
+fn check_server_url(url: &str) -> Result<(), ConnectError> {
+    match Url::parse(url) {
+        Ok(_) => Ok(()),
+        Err(error) => Err(ConnectError::InvalidUrl {
+            url: mask_url(url),
+            reason: format!(
+                "{error} (a password holding `#`, `/`, `?`, `@` or `:` must be percent-encoded: %23, %2F, %3F, %40, %3A)"
+            ),
+        }),
+    }
+}
+
+/// Whether the driver refused the URL's settings (bad input) rather than failed to reach the database.
+fn is_configuration_error(error: &DbErr) -> bool {
+    matches!(
+        error,
+        DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e)) if matches!(**e, sea_orm::sqlx::Error::Configuration(_))
+    )
 }
 
 /// Pool and connection settings.
@@ -106,25 +150,6 @@ impl ConnectSettings {
             max_connections: None,
             connect_timeout: Duration::from_secs(10),
         }
-    }
-}
-
-/// `url` with its password replaced by `***`, for errors and logs.
-pub fn mask_url(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            if parsed.set_password(Some("***")).is_ok() {
-                parsed.to_string()
-            } else {
-                "<database URL with an unprintable password>".to_owned()
-            }
-        }
-        Ok(_) => url.to_owned(),
-        // An unparsable URL may still hold a secret after the scheme: keep only the scheme.
-        Err(_) => match url.split_once(':') {
-            Some((scheme, _)) if url.contains('@') => format!("{scheme}:<masked>"),
-            _ => url.to_owned(),
-        },
     }
 }
 
@@ -168,6 +193,9 @@ pub const PING_IDLE_AFTER: Duration = Duration::from_secs(30);
 /// failing. An in-memory SQLite database lives as long as its single, never-recycled connection.
 pub async fn connect(settings: &ConnectSettings) -> Result<DatabaseConnection, ConnectError> {
     let backend = Backend::from_url(&settings.url)?;
+    if backend != Backend::Sqlite {
+        check_server_url(&settings.url)?;
+    }
     let memory = backend == Backend::Sqlite && is_sqlite_memory(&settings.url);
     let size = match backend {
         Backend::Sqlite if memory => 1,
@@ -238,12 +266,18 @@ async fn open_pool(
             .busy_timeout(Duration::from_secs(30))
             .pragma("mmap_size", SQLITE_MMAP_BYTES.to_string())
     });
-    Database::connect(options)
-        .await
-        .map_err(|source| ConnectError::Connect {
-            url: mask_url(&settings.url),
-            source,
-        })
+    Database::connect(options).await.map_err(|error| {
+        let url = mask_url(&settings.url);
+        let detail = DriverText::new(&error, &settings.url);
+        if is_configuration_error(&error) {
+            ConnectError::InvalidUrl {
+                url,
+                reason: detail.0,
+            }
+        } else {
+            ConnectError::Connect { url, detail }
+        }
+    })
 }
 
 /// `sql` written with `?` placeholders, in the dialect of `backend`: PostgreSQL's are numbered (`$1`, `$2`,
@@ -267,9 +301,9 @@ pub fn numbered_placeholders(backend: DatabaseBackend, sql: &str) -> String {
 pub async fn migrate(db: &DatabaseConnection, url: &str) -> Result<(), ConnectError> {
     Migrator::up(db, None)
         .await
-        .map_err(|source| ConnectError::Migrate {
+        .map_err(|error| ConnectError::Migrate {
             url: mask_url(url),
-            source,
+            detail: DriverText::new(&error, url),
         })
 }
 
@@ -281,20 +315,6 @@ pub async fn is_migrated(db: &DatabaseConnection) -> Result<bool, DbErr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_masked() {
-        assert_eq!(
-            mask_url("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(
-            mask_url("mysql://root@127.0.0.1/test"),
-            "mysql://root@127.0.0.1/test"
-        );
-        assert_eq!(mask_url("sqlite://flowrun.db"), "sqlite://flowrun.db");
-        assert!(!mask_url("postgres://u:se%cret@[bad/db").contains("se%cret"));
-    }
 
     #[test]
     fn sqlite_files_are_created_on_first_use() {

@@ -72,10 +72,12 @@ fn init_logging(json: bool) {
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     init_logging(args.log_json);
+    let url = args.database_url.clone();
     match serve(args).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            error!("{error:#}");
+            // Scrubbed again: whatever a driver said, the URL's secrets stay out of the log.
+            error!("{}", flowrun_app::scrub(&format!("{error:#}"), &url));
             std::process::ExitCode::FAILURE
         }
     }
