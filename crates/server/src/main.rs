@@ -14,7 +14,7 @@ use flowrun_app::{
     App, AppError, ConnectError, DEFAULT_DATABASE_URL, MigratePolicy, Settings, builtin_registry,
 };
 use flowrun_domain::ShutdownController;
-use flowrun_server::{Security, parse_networks, router};
+use flowrun_server::{LimitArgs, Security, parse_networks, router};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -46,6 +46,8 @@ struct Args {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "FLOWRUN_LOG_JSON")]
     log_json: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
@@ -101,6 +103,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .map(|s| seconds("FLOWRUN_TICK_SECS", s))
         .transpose()?;
     let grace = seconds("FLOWRUN_SHUTDOWN_GRACE_SECS", args.shutdown_grace_secs)?;
+    let limits = args.limits.limits()?;
     let mut settings = Settings::new(args.database_url).with_lease_from_env()?;
     // Each attempt waits this long; the retry loop provides the patience.
     settings.connect_timeout = Duration::from_secs(5);
@@ -132,13 +135,14 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let shutdown = tokio::spawn(drive_shutdown(Arc::clone(&controller), stop.clone(), grace));
 
     let mut http_stop = stop.clone();
-    let server = axum::serve(
+    let server = flowrun_server::listener::serve(
         listener,
-        router(app, security).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = http_stop.wait_for(|stopped| *stopped).await;
-    });
+        flowrun_server::with_limits(router(app, security), limits),
+        limits,
+        async move {
+            let _ = http_stop.wait_for(|stopped| *stopped).await;
+        },
+    );
     let served = async {
         let result = server.await;
         if let Some(ticker) = ticker {

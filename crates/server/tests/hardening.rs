@@ -130,7 +130,6 @@ fn skip(what: &str, kind: Kind) -> bool {
     true
 }
 
-#[allow(dead_code)] // used by the connection-limit tests
 /// Sends raw bytes and reads the whole answer (the connection is closed by `Connection: close`).
 fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).expect("connect");
@@ -200,4 +199,121 @@ async fn the_listening_line_masks_a_query_string_password() {
     let (_, seen) = server.finish(Duration::ZERO);
     assert!(seen.iter().all(|l| !l.contains("HUNTER2")), "{seen:#?}");
     assert!(seen.iter().any(|l| l.contains("password=<masked>")), "{seen:#?}");
+}
+
+/// A server binary on a fresh SQLite database with short connection timeouts.
+async fn server_with_short_timeouts(
+    extra: &[(&str, &str)],
+) -> (Server, SocketAddr, flowrun_test_support::TestDatabase) {
+    let db = fresh_database(Kind::Sqlite).await;
+    let mut env = vec![
+        ("FLOWRUN_HEADER_TIMEOUT_SECS", "1"),
+        ("FLOWRUN_IDLE_TIMEOUT_SECS", "2"),
+    ];
+    env.extend_from_slice(extra);
+    let mut server = Server::start(&db.url, &env);
+    let addr = server.address();
+    (server, addr, db)
+}
+
+/// Whether the server closes `stream` (EOF or reset) within `within`, and how long that took.
+fn closed_within(stream: &mut TcpStream, within: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    stream.set_read_timeout(Some(within)).expect("timeout");
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(started.elapsed()),
+            // Whatever the server answers first (hyper may send nothing), the end is what counts.
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return None;
+            }
+            Err(_) => return Some(started.elapsed()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_and_slow_connections_neither_block_others_nor_stay_open() {
+    let (server, addr, _db) = server_with_short_timeouts(&[]).await;
+    let (idle, took, slow, slow_closed) = tokio::task::spawn_blocking(move || {
+        let mut idle: Vec<TcpStream> = (0..200)
+            .map(|_| TcpStream::connect(addr).expect("connect"))
+            .collect();
+        let started = Instant::now();
+        let answer = raw_exchange(
+            addr,
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        let took = started.elapsed();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let mut slow = TcpStream::connect(addr).expect("connect");
+        slow.write_all(b"GET /heal").expect("send a partial request line");
+        let slow_closed = closed_within(&mut slow, Duration::from_secs(10));
+        let idle_closed = closed_within(&mut idle[199], Duration::from_secs(10));
+        (idle_closed, took, slow, slow_closed)
+    })
+    .await
+    .expect("client thread");
+    drop(slow);
+    let (_, seen) = server.finish(Duration::ZERO);
+    assert!(
+        took < Duration::from_secs(2),
+        "/healthz answered in {took:?} beside 200 idle connections: {seen:#?}"
+    );
+    let slow_closed = slow_closed.expect("a partial request line is cut off after the header timeout");
+    assert!(slow_closed < Duration::from_secs(5), "{slow_closed:?}");
+    assert!(idle.is_some(), "an idle connection is closed too");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn at_the_connection_cap_clients_wait_until_a_slot_frees() {
+    let (server, addr, _db) = server_with_short_timeouts(&[("FLOWRUN_MAX_CONNECTIONS", "5")]).await;
+    let took = tokio::task::spawn_blocking(move || {
+        let _idle: Vec<TcpStream> = (0..5)
+            .map(|_| TcpStream::connect(addr).expect("connect"))
+            .collect();
+        let started = Instant::now();
+        let answer = raw_exchange(
+            addr,
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        started.elapsed()
+    })
+    .await
+    .expect("client thread");
+    let (_, seen) = server.finish(Duration::ZERO);
+    // Served once the idle connections hit the 1 s header timeout, not never.
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(5),
+        "{took:?}: {seen:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_over_the_limit_is_refused_as_json() {
+    let (server, addr, _db) = server_with_short_timeouts(&[("FLOWRUN_MAX_BODY_BYTES", "1024")]).await;
+    let answer = tokio::task::spawn_blocking(move || {
+        let body = "x".repeat(4096);
+        raw_exchange(
+            addr,
+            format!(
+                "POST /data_flows/heartbeat HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+    })
+    .await
+    .expect("client thread");
+    drop(server);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.ends_with(r#"{"error":"Payload Too Large"}"#), "{answer}");
 }
