@@ -212,7 +212,8 @@ fn main() -> ExitCode {
     let verbose = cli.verbose;
     // Whatever a driver puts in an error, the URL's secrets never reach the terminal.
     let url = cli.database_url.clone();
-    let scrub = |text: String| flowrun_app::scrub(&text, &url);
+    // Error texts come from stored runs and drivers too: shown, never obeyed by the terminal.
+    let scrub = |text: String| output::visible(&flowrun_app::scrub(&text, &url), true);
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {

@@ -27,6 +27,31 @@ pub fn json_kind(value: &Value) -> &'static str {
     }
 }
 
+/// `text` safe to show on a terminal: control characters a stored error (or any other stored text) may
+/// hold are written as visible escapes (`\e`, `\r`, `\u{7}`), so it cannot clear the screen, set the window
+/// title, overwrite what was printed or reorder text with bidirectional overrides. With `multi_line`, line
+/// breaks and tabs are kept as they are (a backtrace stays readable); otherwise they are escaped too.
+pub fn visible(text: &str, multi_line: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' | '\t' if multi_line => out.push(c),
+            '\x1b' => out.push_str("\\e"),
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() || is_bidi_control(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Unicode's bidirectional embedding, override and isolate characters (they reorder what follows).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}')
+}
+
 /// Colour on a terminal only, and never with `NO_COLOR` set.
 #[derive(Debug, Clone, Copy)]
 pub struct Style {
@@ -222,7 +247,11 @@ pub fn print_flow(flow: &DataFlow, now: DateTime<Utc>, style: &Style) {
     println!("{}  {last_run}", style.bold("last run:   "));
     println!("{}  {status}", style.bold("last status:"));
     if !flow.description.is_empty() {
-        println!("{}  {}", style.bold("description:"), flow.description);
+        println!(
+            "{}  {}",
+            style.bold("description:"),
+            visible(&flow.description, false)
+        );
     }
     println!("{}  {}", style.bold("config:     "), flow.configuration);
 }
@@ -240,7 +269,7 @@ pub fn print_runs(records: &[RunRecord], now: DateTime<Utc>, style: &Style) {
             let error = run
                 .error_message
                 .as_deref()
-                .map(|m| first_line(m, 60))
+                .map(|m| visible(&first_line(m, 60), false))
                 .unwrap_or_default();
             vec![
                 cell(run.id.to_string()),
@@ -303,10 +332,14 @@ pub fn print_run(record: &RunRecord, now: DateTime<Utc>, style: &Style) {
         }
     }
     if let Some(message) = &run.error_message {
-        println!("\n{}\n{message}", style.bold("error:"));
+        println!("\n{}\n{}", style.bold("error:"), visible(message, true));
     }
     if let Some(backtrace) = &run.error_backtrace {
-        println!("\n{}\n{}", style.bold("backtrace:"), style.dim(backtrace));
+        println!(
+            "\n{}\n{}",
+            style.bold("backtrace:"),
+            style.dim(&visible(backtrace, true))
+        );
     }
 }
 
@@ -365,6 +398,18 @@ mod tests {
         assert_eq!(human_duration(Duration::milliseconds(1234)), "1.2s");
         assert_eq!(human_duration(Duration::seconds(185)), "3m 05s");
         assert_eq!(human_duration(Duration::seconds(7800)), "2h 10m");
+    }
+
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        let hostile = "\u{1b}[2J\u{1b}]0;TITLE\u{7}cleared\rfake: success\u{202e}";
+        assert_eq!(
+            visible(hostile, false),
+            "\\e[2J\\e]0;TITLE\\u{7}cleared\\rfake: success\\u{202e}"
+        );
+        assert_eq!(visible("a\n\tb\r\n", true), "a\n\tb\\r\n");
+        assert_eq!(visible("a\nb", false), "a\\nb");
+        assert_eq!(visible("ünïcode ✓", false), "ünïcode ✓");
     }
 
     #[test]

@@ -102,3 +102,44 @@ async fn migrate_names_the_database_without_its_query_string_password() {
     assert!(all.contains("password=<masked> is migrated"), "{all}");
     assert!(!all.contains("HUNTER2"), "{all}");
 }
+
+const HOSTILE: &str = "\u{1b}[2J\u{1b}]0;TITLE\u{7}cleared\rfake: success";
+
+fn assert_inert(what: &str, bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes);
+    for raw in ['\u{1b}', '\u{7}', '\r'] {
+        assert!(!text.contains(raw), "{what} prints {raw:?} raw: {text:?}");
+    }
+    assert!(
+        text.contains(r"\e[2J\e]0;TITLE\u{7}cleared\rfake: success"),
+        "{what}: {text:?}"
+    );
+}
+
+#[test]
+fn control_characters_in_errors_are_shown_not_obeyed_and_json_stays_exact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = serde_json::json!({ "message": HOSTILE }).to_string();
+    flowrun(dir.path())
+        .args(["flow", "create", "evil", "--class", "Fail", "--config", &config])
+        .assert()
+        .success();
+    let run = flowrun(dir.path()).args(["run", "evil"]).output().expect("runs");
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run));
+    assert_inert("run", &run.stderr);
+    let list = flowrun(dir.path()).args(["runs"]).output().expect("runs");
+    assert!(list.status.success(), "{}", text(&list));
+    assert_inert("runs", &list.stdout);
+    let show = flowrun(dir.path())
+        .args(["runs", "show", "1"])
+        .output()
+        .expect("runs");
+    assert!(show.status.success(), "{}", text(&show));
+    assert_inert("runs show", &show.stdout);
+    let json = flowrun(dir.path())
+        .args(["runs", "show", "1", "--json"])
+        .output()
+        .expect("runs");
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    assert_eq!(value["error_message"], HOSTILE, "JSON keeps the exact text");
+}
