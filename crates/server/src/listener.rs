@@ -165,6 +165,8 @@ struct Activity {
     origin: Instant,
     last_millis: AtomicU64,
     in_flight: AtomicUsize,
+    /// Requests handed to the router so far: a response head beyond this count is one hyper wrote itself.
+    requests: AtomicU64,
 }
 
 impl Activity {
@@ -173,6 +175,7 @@ impl Activity {
             origin: Instant::now(),
             last_millis: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
         }
     }
 
@@ -197,6 +200,7 @@ struct InFlight(Arc<Activity>);
 impl InFlight {
     fn enter(activity: Arc<Activity>) -> Self {
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        activity.requests.fetch_add(1, Ordering::SeqCst);
         Self(activity)
     }
 }
@@ -208,17 +212,56 @@ impl Drop for InFlight {
     }
 }
 
-/// A socket that records when it last moved a byte.
+/// A socket that records when it last moved a byte, and gives hyper's own error answers a JSON body.
+///
+/// hyper answers a request it cannot parse (a bad request line 400, a request target over 64 KiB 414, a
+/// head over its buffer 431) itself, with an empty body, before any handler could make it JSON. Such an
+/// answer is the only response head written without a request handed to the router; it is replaced on
+/// its way out by the same head with `{"error": reason}`.
 struct Tracked {
     inner: TcpStream,
     activity: Arc<Activity>,
+    heads_written: u64,
+    replacement: Option<Replacement>,
+}
+
+struct Replacement {
+    bytes: Vec<u8>,
+    written: usize,
 }
 
 impl Tracked {
     fn new(inner: TcpStream, activity: Arc<Activity>) -> Self {
         activity.touch();
-        Self { inner, activity }
+        Self {
+            inner,
+            activity,
+            heads_written: 0,
+            replacement: None,
+        }
     }
+}
+
+/// The status line of a final (not 1xx) response head at the start of `buf`.
+fn final_response_head(buf: &[u8]) -> Option<&str> {
+    if !buf.starts_with(b"HTTP/1.") {
+        return None;
+    }
+    let end = buf.windows(2).position(|w| w == b"\r\n")?;
+    let line = std::str::from_utf8(&buf[..end]).ok()?;
+    let code = line.split(' ').nth(1)?;
+    (!code.starts_with('1')).then_some(line)
+}
+
+/// The JSON answer standing in for hyper's empty one with `status_line`.
+fn json_answer(status_line: &str) -> Vec<u8> {
+    let reason = status_line.splitn(3, ' ').nth(2).unwrap_or("Bad Request");
+    let body = serde_json::json!({ "error": reason }).to_string();
+    format!(
+        "{status_line}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 impl AsyncRead for Tracked {
@@ -236,9 +279,36 @@ impl AsyncRead for Tracked {
 impl AsyncWrite for Tracked {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        let head = final_response_head(buf);
+        if this.replacement.is_none()
+            && let Some(status_line) = head
+            && this.heads_written >= this.activity.requests.load(Ordering::SeqCst)
+        {
+            this.replacement = Some(Replacement {
+                bytes: json_answer(status_line),
+                written: 0,
+            });
+        }
+        if let Some(replacement) = &mut this.replacement {
+            while replacement.written < replacement.bytes.len() {
+                match Pin::new(&mut this.inner).poll_write(cx, &replacement.bytes[replacement.written..]) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => {
+                        replacement.written += n;
+                        this.activity.touch();
+                    }
+                    other => return other,
+                }
+            }
+            // hyper closes the connection after such an answer: whatever it writes is accounted for.
+            return Poll::Ready(Ok(buf.len()));
+        }
         let result = Pin::new(&mut this.inner).poll_write(cx, buf);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
             this.activity.touch();
+            if head.is_some() {
+                this.heads_written += 1;
+            }
         }
         result
     }

@@ -317,3 +317,88 @@ async fn a_body_over_the_limit_is_refused_as_json() {
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.ends_with(r#"{"error":"Payload Too Large"}"#), "{answer}");
 }
+
+/// The status code and body of a raw HTTP answer.
+fn status_and_body(answer: &str) -> (u16, &str) {
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_the_framework_makes_are_json_too() {
+    let (server, addr, _db) = server_with_short_timeouts(&[]).await;
+    let answers = tokio::task::spawn_blocking(move || {
+        let long_path = format!("/data_flows/{}", "a".repeat(20 * 1024));
+        let huge_path = format!("/data_flows/{}", "a".repeat(70 * 1024));
+        let big_header = format!("X-Filler: {}\r\n", "b".repeat(20 * 1024));
+        let huge_header: String = (0..40)
+            .map(|i| format!("X-Filler-{i}: {}\r\n", "c".repeat(8 * 1024)))
+            .collect();
+        [
+            (
+                414,
+                format!("GET {long_path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            ),
+            (
+                414,
+                format!("GET {huge_path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            ),
+            (
+                431,
+                format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{big_header}Connection: close\r\n\r\n"),
+            ),
+            (
+                431,
+                format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{huge_header}Connection: close\r\n\r\n"),
+            ),
+            (400, "G\u{1}T / HTTP/1.1\r\nHost: x\r\n\r\n".to_owned()),
+        ]
+        .map(|(expected, request)| (expected, raw_exchange(addr, request.as_bytes())))
+    })
+    .await
+    .expect("client thread");
+    drop(server);
+    for (expected, answer) in &answers {
+        let (status, body) = status_and_body(answer);
+        assert_eq!(status, *expected, "{answer}");
+        let json: serde_json::Value = serde_json::from_str(body)
+            .unwrap_or_else(|e| panic!("{expected}: body is not JSON ({e}): {answer}"));
+        assert!(json["error"].is_string(), "{answer}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_error_is_logged_and_answered_without_driver_text() {
+    use sea_orm::ConnectionTrait;
+    let (mut server, addr, db) = server_with_short_timeouts(&[]).await;
+    let admin = sea_orm::Database::connect(db.url.as_str())
+        .await
+        .expect("connect");
+    admin
+        .execute_unprepared("DROP TABLE data_flow_runs; DROP TABLE data_flows;")
+        .await
+        .expect("break the schema");
+    let answer = tokio::task::spawn_blocking(move || {
+        raw_exchange(
+            addr,
+            b"GET /data_flows HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+    })
+    .await
+    .expect("client thread");
+    let (status, body) = status_and_body(&answer);
+    assert_eq!(status, 500, "{answer}");
+    assert_eq!(body, r#"{"error":"database error"}"#, "{answer}");
+    assert!(
+        server
+            .wait_for("no such table", Duration::from_secs(10))
+            .is_some(),
+        "the detail is logged: {:#?}",
+        server.seen
+    );
+}
