@@ -143,3 +143,83 @@ fn control_characters_in_errors_are_shown_not_obeyed_and_json_stays_exact() {
     let value: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
     assert_eq!(value["error_message"], HOSTILE, "JSON keeps the exact text");
 }
+
+/// A login role on `db` (PostgreSQL) that may only read and write rows: no CREATE anywhere. Returns the
+/// role's name and its URL; the schema must already be migrated.
+async fn runtime_role(db: &flowrun_test_support::TestDatabase) -> (String, String) {
+    use sea_orm::ConnectionTrait;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let role = format!("flowrun_rt_{}_{nanos}", std::process::id());
+    let admin = sea_orm::Database::connect(db.url.as_str())
+        .await
+        .expect("connect");
+    for sql in [
+        format!("CREATE ROLE {role} LOGIN"),
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC".to_owned(),
+        format!("GRANT USAGE ON SCHEMA public TO {role}"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"),
+        format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}"),
+    ] {
+        admin
+            .execute_unprepared(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    let _ = admin.close().await;
+    let (scheme_and_user, host) = db.url.split_once('@').expect("a URL with a user");
+    let scheme = scheme_and_user.split("://").next().expect("a scheme");
+    (role.clone(), format!("{scheme}://{role}@{host}"))
+}
+
+async fn drop_role(db: &flowrun_test_support::TestDatabase, role: &str) {
+    use sea_orm::ConnectionTrait;
+    if let Ok(admin) = sea_orm::Database::connect(db.url.as_str()).await {
+        let _ = admin.execute_unprepared(&format!("DROP OWNED BY {role}")).await;
+        let _ = admin.execute_unprepared(&format!("DROP ROLE {role}")).await;
+        let _ = admin.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_role_that_may_only_read_and_write_rows_can_use_a_migrated_database() {
+    if skip("the least-privilege role on PostgreSQL", Kind::Postgres) {
+        return;
+    }
+    let db = fresh_database(Kind::Postgres).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let migrated = flowrun(dir.path())
+        .args(["--database-url", &db.url, "migrate"])
+        .output()
+        .expect("runs");
+    assert!(migrated.status.success(), "{}", text(&migrated));
+    let (role, url) = runtime_role(&db).await;
+    let steps: [&[&str]; 4] = [
+        &["flow", "create", "least", "--class", "Noop"],
+        &["flow", "list"],
+        &["run", "least"],
+        &["runs", "--flow", "least"],
+    ];
+    let mut outputs = Vec::new();
+    for args in steps {
+        outputs.push((
+            args,
+            flowrun(dir.path())
+                .arg("--database-url")
+                .arg(&url)
+                .args(args)
+                .output()
+                .expect("runs"),
+        ));
+    }
+    drop_role(&db, &role).await;
+    for (args, output) in outputs {
+        assert!(
+            output.status.success(),
+            "{args:?} as a DML-only role: {}",
+            text(&output)
+        );
+    }
+}

@@ -308,8 +308,45 @@ pub async fn migrate(db: &DatabaseConnection, url: &str) -> Result<(), ConnectEr
 }
 
 /// Whether every migration has been applied.
+///
+/// Only reads (the catalog, then the migrations table), so that a runtime role with no right to create
+/// tables can check: sea-orm-migration's own check first runs `CREATE TABLE IF NOT EXISTS
+/// seaql_migrations`, which such a role may not even attempt.
 pub async fn is_migrated(db: &DatabaseConnection) -> Result<bool, DbErr> {
-    Ok(Migrator::get_pending_migrations(db).await?.is_empty())
+    use sea_orm::{ConnectionTrait, Statement};
+    let backend = db.get_database_backend();
+    let table_exists = match backend {
+        DatabaseBackend::Postgres => {
+            "SELECT COUNT(*) FROM information_schema.tables \
+             WHERE table_schema = current_schema() AND table_name = 'seaql_migrations'"
+        }
+        DatabaseBackend::MySql => {
+            "SELECT COUNT(*) FROM information_schema.tables \
+             WHERE table_schema = DATABASE() AND table_name = 'seaql_migrations'"
+        }
+        _ => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'seaql_migrations'",
+    };
+    let count = db
+        .query_one_raw(Statement::from_string(backend, table_exists))
+        .await?
+        .map(|row| row.try_get_by_index::<i64>(0))
+        .transpose()?
+        .unwrap_or(0);
+    if count == 0 {
+        return Ok(false);
+    }
+    let applied: std::collections::HashSet<String> = db
+        .query_all_raw(Statement::from_string(
+            backend,
+            "SELECT version FROM seaql_migrations",
+        ))
+        .await?
+        .iter()
+        .filter_map(|row| row.try_get_by_index::<String>(0).ok())
+        .collect();
+    Ok(Migrator::migrations()
+        .iter()
+        .all(|migration| applied.contains(migration.name())))
 }
 
 #[cfg(test)]

@@ -402,3 +402,43 @@ async fn a_database_error_is_logged_and_answered_without_driver_text() {
         server.seen
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_starts_with_a_role_that_may_only_read_and_write_rows() {
+    use sea_orm::ConnectionTrait;
+    if skip("the least-privilege role on PostgreSQL", Kind::Postgres) {
+        return;
+    }
+    let db = fresh_database(Kind::Postgres).await;
+    flowrun_app::App::open(
+        &flowrun_app::Settings::new(db.url.clone()),
+        flowrun_app::builtin_registry(),
+        flowrun_app::MigratePolicy::Always,
+    )
+    .await
+    .expect("migrated");
+    let role = format!("flowrun_srv_{}", std::process::id());
+    let admin = sea_orm::Database::connect(db.url.as_str())
+        .await
+        .expect("connect");
+    for sql in [
+        format!("CREATE ROLE {role} LOGIN"),
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC".to_owned(),
+        format!("GRANT USAGE ON SCHEMA public TO {role}"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"),
+        format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}"),
+    ] {
+        admin
+            .execute_unprepared(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    let (scheme_and_user, host) = db.url.split_once('@').expect("a URL with a user");
+    let scheme = scheme_and_user.split("://").next().expect("a scheme");
+    let mut server = Server::start(&format!("{scheme}://{role}@{host}"), &[]);
+    let listening = server.wait_for("listening on", Duration::from_secs(30));
+    let (_, seen) = server.finish(Duration::ZERO);
+    let _ = admin.execute_unprepared(&format!("DROP OWNED BY {role}")).await;
+    let _ = admin.execute_unprepared(&format!("DROP ROLE {role}")).await;
+    assert!(listening.is_some(), "{seen:#?}");
+}
