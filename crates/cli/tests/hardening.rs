@@ -223,3 +223,41 @@ async fn a_role_that_may_only_read_and_write_rows_can_use_a_migrated_database() 
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_concurrent_migrations_of_a_fresh_database_all_succeed() {
+    for kind in configured_kinds() {
+        let db = fresh_database(kind).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = db.url.clone();
+        let dir_path = dir.path().to_owned();
+        let outputs = tokio::task::spawn_blocking(move || {
+            let children: Vec<std::process::Child> = (0..10)
+                .map(|_| {
+                    std::process::Command::new(assert_cmd::cargo::cargo_bin("flowrun"))
+                        .current_dir(&dir_path)
+                        .env_remove("RUST_LOG")
+                        .args(["--database-url", &url, "migrate"])
+                        .stdout(std::process::Stdio::piped())
+                        .stderr(std::process::Stdio::piped())
+                        .spawn()
+                        .expect("spawn")
+                })
+                .collect();
+            children
+                .into_iter()
+                .map(|child| child.wait_with_output().expect("wait"))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .expect("joined");
+        for output in &outputs {
+            assert!(output.status.success(), "{}: {}", kind.name(), text(output));
+        }
+        let list = flowrun(dir.path())
+            .args(["--database-url", &db.url, "flow", "list"])
+            .output()
+            .expect("runs");
+        assert!(list.status.success(), "{}: {}", kind.name(), text(&list));
+    }
+}

@@ -297,14 +297,95 @@ pub fn numbered_placeholders(backend: DatabaseBackend, sql: &str) -> String {
     out
 }
 
+/// PostgreSQL advisory lock key held while migrating (any constant; "flowrun" in ASCII).
+const PG_MIGRATE_LOCK: i64 = 0x0066_6c6f_7772_756e;
+
+/// How long a MySQL/MariaDB migration waits for another one to finish, in seconds.
+const MYSQL_MIGRATE_LOCK_WAIT_SECS: u32 = 600;
+
 /// Applies every pending migration. Applying them again is a no-op.
+///
+/// Several processes may migrate one fresh database at once (deployments start replicas together); without
+/// a lock each would create the same tables and all but one fail on duplicate keys. On PostgreSQL and
+/// MySQL/MariaDB the migration runs under a database lock (`pg_advisory_lock`, `GET_LOCK`) on a connection
+/// of its own, as those locks belong to a session. A SQLite file is migrated inside one `BEGIN IMMEDIATE`
+/// transaction, which holds its write lock (sea-orm-migration opens no transaction of its own on SQLite
+/// unless a migration asks for one, which flowrun's must not).
 pub async fn migrate(db: &DatabaseConnection, url: &str) -> Result<(), ConnectError> {
-    Migrator::up(db, None)
+    let failed = |error: DbErr| ConnectError::Migrate {
+        url: mask_url(url),
+        detail: DriverText::new(&error, url),
+    };
+    let backend = Backend::from(db.get_database_backend());
+    if backend == Backend::Sqlite && is_sqlite_memory(url) {
+        // Private to this process's one connection: nobody else can migrate it.
+        return Migrator::up(db, None).await.map_err(failed);
+    }
+    let session = open_pool(&ConnectSettings::new(url), backend, 1, true).await?;
+    let result = async {
+        lock_migrations(&session, backend).await?;
+        let migrated = Migrator::up(&session, None).await;
+        let unlocked = unlock_migrations(&session, backend, migrated.is_ok()).await;
+        migrated.and(unlocked)
+    }
+    .await
+    .map_err(failed);
+    let _ = session.close().await;
+    result
+}
+
+/// The MySQL lock name: per database (lock names are server-wide), at most 64 characters.
+const MYSQL_LOCK_NAME: &str = "LEFT(CONCAT('flowrun_migrate:', DATABASE()), 64)";
+
+async fn lock_migrations(session: &DatabaseConnection, backend: Backend) -> Result<(), DbErr> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let db_backend = session.get_database_backend();
+    match backend {
+        Backend::Postgres => {
+            session
+                .execute_raw(Statement::from_string(
+                    db_backend,
+                    format!("SELECT pg_advisory_lock({PG_MIGRATE_LOCK})"),
+                ))
+                .await?;
+            Ok(())
+        }
+        Backend::MySql => {
+            let got = session
+                .query_one_raw(Statement::from_string(
+                    db_backend,
+                    format!("SELECT GET_LOCK({MYSQL_LOCK_NAME}, {MYSQL_MIGRATE_LOCK_WAIT_SECS})"),
+                ))
+                .await?
+                .and_then(|row| row.try_get_by_index::<Option<i64>>(0).ok().flatten());
+            if got == Some(1) {
+                Ok(())
+            } else {
+                Err(DbErr::Migration(format!(
+                    "another migration held the lock for more than {MYSQL_MIGRATE_LOCK_WAIT_SECS} s"
+                )))
+            }
+        }
+        Backend::Sqlite => session.execute_unprepared("BEGIN IMMEDIATE").await.map(|_| ()),
+    }
+}
+
+async fn unlock_migrations(
+    session: &DatabaseConnection,
+    backend: Backend,
+    migrated: bool,
+) -> Result<(), DbErr> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let sql = match backend {
+        Backend::Postgres => format!("SELECT pg_advisory_unlock({PG_MIGRATE_LOCK})"),
+        Backend::MySql => format!("SELECT RELEASE_LOCK({MYSQL_LOCK_NAME})"),
+        Backend::Sqlite if migrated => "COMMIT".to_owned(),
+        Backend::Sqlite => "ROLLBACK".to_owned(),
+    };
+    session
+        .execute_raw(Statement::from_string(session.get_database_backend(), sql))
         .await
-        .map_err(|error| ConnectError::Migrate {
-            url: mask_url(url),
-            detail: DriverText::new(&error, url),
-        })
+        .map(|_| ())
 }
 
 /// Whether every migration has been applied.
