@@ -238,13 +238,26 @@ fn main() -> ExitCode {
 
 fn init_logging(verbose: bool) {
     let default = if verbose { "info" } else { "off" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = quiet_notices(
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+    );
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+}
+
+/// `filter` without PostgreSQL's expected notices, unless it asks for sqlx's output itself.
+fn quiet_notices(filter: tracing_subscriber::EnvFilter) -> tracing_subscriber::EnvFilter {
+    if filter.to_string().contains("sqlx") {
+        return filter;
+    }
+    match flowrun_app::QUIET_NOTICES.parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    }
 }
 
 async fn open(database_url: &str, policy: MigratePolicy) -> Result<App, Failure> {
@@ -258,8 +271,22 @@ async fn open(database_url: &str, policy: MigratePolicy) -> Result<App, Failure>
         AppError::Connect(
             flowrun_app::ConnectError::UnsupportedUrl { .. } | flowrun_app::ConnectError::InvalidUrl { .. },
         ) => Failure::Usage(error.to_string()),
-        AppError::NotMigrated { .. } => Failure::Infra(anyhow!(error)),
-        other => Failure::Infra(anyhow!("{other}\n  hint: check that the database server is running and that --database-url / DATABASE_URL is right")),
+        AppError::Connect(flowrun_app::ConnectError::Connect {
+            problem: flowrun_app::ConnectProblem::MissingDirectory { .. },
+            ..
+        }) => Failure::Usage(error.to_string()),
+        // Only when nothing answered is "is the server running?" the right question.
+        AppError::Connect(flowrun_app::ConnectError::Connect { ref problem, .. }) if problem.is_unreachable() => {
+            let top = format!(
+                "{error}\n  hint: check that the database server is running and that --database-url / DATABASE_URL is right"
+            );
+            let detail = std::error::Error::source(&error).map(ToString::to_string);
+            Failure::Infra(match detail {
+                Some(detail) => anyhow!(detail).context(top),
+                None => anyhow!(top),
+            })
+        }
+        other => Failure::Infra(anyhow::Error::new(other)),
     })
 }
 

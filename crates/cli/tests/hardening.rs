@@ -261,3 +261,98 @@ async fn ten_concurrent_migrations_of_a_fresh_database_all_succeed() {
         assert!(list.status.success(), "{}: {}", kind.name(), text(&list));
     }
 }
+
+const RUNNING_HINT: &str = "check that the database server is running";
+
+#[test]
+fn a_closed_port_says_connection_refused_with_the_hint_and_v_adds_the_driver_detail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = flowrun(dir.path())
+        .args([
+            "--database-url",
+            "postgres://app:pw@127.0.0.1:1/db",
+            "flow",
+            "list",
+        ])
+        .output()
+        .expect("runs");
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(3), "{all}");
+    assert!(all.contains("connection refused by 127.0.0.1:1"), "{all}");
+    assert!(all.contains(RUNNING_HINT), "{all}");
+    assert!(!all.contains("caused by"), "{all}");
+    let verbose = flowrun(dir.path())
+        .args([
+            "-v",
+            "--database-url",
+            "postgres://app:pw@127.0.0.1:1/db",
+            "flow",
+            "list",
+        ])
+        .output()
+        .expect("runs");
+    let all = text(&verbose);
+    assert!(all.contains("caused by: "), "-v adds the driver's words: {all}");
+}
+
+#[test]
+fn a_missing_sqlite_directory_is_named_without_the_server_hint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}/no/such/dir/flowrun.db", dir.path().display());
+    let output = flowrun(dir.path())
+        .args(["--database-url", &url, "flow", "create", "x", "--class", "Noop"])
+        .output()
+        .expect("runs");
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{all}");
+    assert!(all.contains("no/such/dir` does not exist"), "{all}");
+    assert!(!all.contains(RUNNING_HINT), "{all}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_database_and_a_wrong_password_say_so_without_the_server_hint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cases = Vec::new();
+    if !skip("the missing database on PostgreSQL", Kind::Postgres) {
+        let db = fresh_database(Kind::Postgres).await;
+        let (base, _) = db.url.rsplit_once('/').expect("a database path");
+        cases.push((format!("{base}/flowrun_no_such_database"), "no such database"));
+    }
+    if !skip("the wrong password on MariaDB", Kind::MySql) {
+        let db = fresh_database(Kind::MySql).await;
+        let url = db.url.replacen("://root@", "://root:wrong-pass-3141@", 1);
+        cases.push((url, "authentication failed"));
+        let (base, _) = db.url.rsplit_once('/').expect("a database path");
+        cases.push((format!("{base}/flowrun_no_such_database"), "no such database"));
+    }
+    for (url, expected) in cases {
+        let output = flowrun(dir.path())
+            .args(["--database-url", &url, "flow", "list"])
+            .output()
+            .expect("runs");
+        let all = text(&output);
+        assert_eq!(output.status.code(), Some(3), "{url}: {all}");
+        assert!(all.contains(expected), "{url}: {all}");
+        assert!(!all.contains(RUNNING_HINT), "{url}: {all}");
+        assert!(!all.contains(" at line "), "{url}: {all}");
+        assert!(!all.contains("wrong-pass-3141"), "{url}: {all}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_notices_stay_out_of_the_verbose_log() {
+    if skip("PostgreSQL notices", Kind::Postgres) {
+        return;
+    }
+    let db = fresh_database(Kind::Postgres).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    for _ in 0..2 {
+        let output = flowrun(dir.path())
+            .args(["-v", "--database-url", &db.url, "migrate"])
+            .output()
+            .expect("runs");
+        let all = text(&output);
+        assert!(output.status.success(), "{all}");
+        assert!(!all.contains("already exists, skipping"), "{all}");
+    }
+}

@@ -77,11 +77,13 @@ pub enum ConnectError {
         /// What is wrong, with a hint.
         reason: String,
     },
-    /// The database did not answer or refused the connection.
-    #[error("cannot connect to {url}: {detail}")]
+    /// The database could not be reached or refused the connection.
+    #[error("cannot connect to {url}: {problem}")]
     Connect {
         /// The URL, password masked.
         url: String,
+        /// What went wrong.
+        problem: ConnectProblem,
         /// The driver's message, without the URL's secrets.
         #[source]
         detail: DriverText,
@@ -95,6 +97,151 @@ pub enum ConnectError {
         #[source]
         detail: DriverText,
     },
+}
+
+/// What went wrong when connecting, as far as the driver says: each needs a different fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectProblem {
+    /// Nothing listens at the address (server down, wrong host or port).
+    Refused {
+        /// `host:port`.
+        address: String,
+    },
+    /// No answer within the connect timeout (server overloaded, firewall dropping packets).
+    TimedOut {
+        /// The timeout.
+        after: Duration,
+    },
+    /// The server refused the user name or password.
+    AuthFailed {
+        /// The server's message.
+        message: String,
+    },
+    /// The server has no database of that name.
+    UnknownDatabase {
+        /// The server's message.
+        message: String,
+    },
+    /// The directory of a SQLite file does not exist.
+    MissingDirectory {
+        /// The directory.
+        directory: String,
+    },
+    /// Anything else; the driver's message.
+    Other {
+        /// The driver's message, without the URL's secrets.
+        message: String,
+    },
+}
+
+impl ConnectProblem {
+    /// Whether the server could not be reached at all (where "is it running?" is the right question).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Refused { .. } | Self::TimedOut { .. })
+    }
+}
+
+impl fmt::Display for ConnectProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Refused { address } => write!(f, "connection refused by {address}"),
+            Self::TimedOut { after } => write!(f, "no answer within {} s", after.as_secs_f64()),
+            Self::AuthFailed { message } => write!(f, "authentication failed: {message}"),
+            Self::UnknownDatabase { message } => write!(f, "no such database: {message}"),
+            Self::MissingDirectory { directory } => {
+                write!(f, "the directory `{directory}` does not exist")
+            }
+            Self::Other { message } => f.write_str(message),
+        }
+    }
+}
+
+/// The sqlx error inside a SeaORM error, where there is one.
+fn sqlx_error(error: &DbErr) -> Option<&sea_orm::sqlx::Error> {
+    match error {
+        DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e))
+        | DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
+        | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e)) => Some(e),
+        _ => None,
+    }
+}
+
+/// Sorts a failed connection into what the user has to fix. A refused port shows up as a pool timeout
+/// (sqlx retries refused connections until its deadline, in case the server is starting), so a timeout is
+/// followed by one plain TCP connection to tell the two apart.
+async fn classify(error: &DbErr, settings: &ConnectSettings) -> ConnectProblem {
+    use sea_orm::sqlx::Error as Sqlx;
+    use std::io::ErrorKind;
+    let url = &settings.url;
+    let timed_out = ConnectProblem::TimedOut {
+        after: settings.connect_timeout,
+    };
+    if matches!(error, DbErr::ConnectionAcquire(_)) || matches!(sqlx_error(error), Some(Sqlx::PoolTimedOut)) {
+        return refused_or(timed_out, url).await;
+    }
+    match sqlx_error(error) {
+        Some(Sqlx::Io(e)) if e.kind() == ErrorKind::ConnectionRefused => ConnectProblem::Refused {
+            address: server_address(url).unwrap_or_else(|| "the server".to_owned()),
+        },
+        Some(Sqlx::Io(e)) if e.kind() == ErrorKind::TimedOut => refused_or(timed_out, url).await,
+        Some(Sqlx::Database(database)) => {
+            let message = scrub(database.message(), url);
+            let mysql = database
+                .try_downcast_ref::<sea_orm::sqlx::mysql::MySqlDatabaseError>()
+                .map(|e| e.number());
+            match (database.code().as_deref(), mysql) {
+                (_, Some(1045 | 1044)) | (Some("28P01" | "28000"), None) => {
+                    ConnectProblem::AuthFailed { message }
+                }
+                (_, Some(1049)) | (Some("3D000"), None) => ConnectProblem::UnknownDatabase { message },
+                _ => ConnectProblem::Other { message },
+            }
+        }
+        _ => ConnectProblem::Other {
+            message: scrub(&error.to_string(), url),
+        },
+    }
+}
+
+/// `host:port` of a server URL (with the backend's default port).
+fn server_address(url: &str) -> Option<String> {
+    let parsed = Url::parse(url).ok()?;
+    let host = parsed.host_str()?;
+    let port = parsed.port().unwrap_or(match Backend::from_url(url).ok()? {
+        Backend::Postgres => 5432,
+        Backend::MySql => 3306,
+        Backend::Sqlite => return None,
+    });
+    Some(format!("{host}:{port}"))
+}
+
+async fn refused_or(otherwise: ConnectProblem, url: &str) -> ConnectProblem {
+    let Some(address) = server_address(url) else {
+        return otherwise;
+    };
+    let attempt = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::TcpStream::connect(address.as_str()),
+    )
+    .await;
+    match attempt {
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            ConnectProblem::Refused { address }
+        }
+        _ => otherwise,
+    }
+}
+
+/// The file a SQLite URL names; `None` for an in-memory database or another backend.
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    if Backend::from_url(url).ok()? != Backend::Sqlite || is_sqlite_memory(url) {
+        return None;
+    }
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty()).then(|| std::path::PathBuf::from(path))
 }
 
 /// A driver's message with every secret of the database URL scrubbed out: drivers repeat the URL (or the
@@ -204,6 +351,19 @@ pub async fn connect(settings: &ConnectSettings) -> Result<DatabaseConnection, C
         Backend::Postgres | Backend::MySql => 10,
     };
     let size = settings.max_connections.unwrap_or(size);
+    // SQLite's own answer is "unable to open database file", whatever the reason: say which.
+    if let Some(directory) = sqlite_file(&settings.url)
+        .and_then(|file| file.parent().map(std::path::Path::to_path_buf))
+        .filter(|dir| !dir.as_os_str().is_empty() && !dir.is_dir())
+    {
+        return Err(ConnectError::Connect {
+            url: mask_url(&settings.url),
+            problem: ConnectProblem::MissingDirectory {
+                directory: directory.display().to_string(),
+            },
+            detail: DriverText("no such directory".to_owned()),
+        });
+    }
     open_pool(settings, backend, size, memory).await
 }
 
@@ -266,18 +426,20 @@ async fn open_pool(
             .busy_timeout(Duration::from_secs(30))
             .pragma("mmap_size", SQLITE_MMAP_BYTES.to_string())
     });
-    Database::connect(options).await.map_err(|error| {
-        let url = mask_url(&settings.url);
-        let detail = DriverText::new(&error, &settings.url);
-        if is_configuration_error(&error) {
-            ConnectError::InvalidUrl {
-                url,
-                reason: detail.0,
-            }
-        } else {
-            ConnectError::Connect { url, detail }
-        }
-    })
+    let error = match Database::connect(options).await {
+        Ok(db) => return Ok(db),
+        Err(error) => error,
+    };
+    let url = mask_url(&settings.url);
+    let detail = DriverText::new(&error, &settings.url);
+    if is_configuration_error(&error) {
+        return Err(ConnectError::InvalidUrl {
+            url,
+            reason: detail.0,
+        });
+    }
+    let problem = classify(&error, settings).await;
+    Err(ConnectError::Connect { url, problem, detail })
 }
 
 /// `sql` written with `?` placeholders, in the dialect of `backend`: PostgreSQL's are numbered (`$1`, `$2`,

@@ -14,8 +14,8 @@ mod writer;
 
 pub use clock::SystemClock;
 pub use db::{
-    Backend, ConnectError, ConnectSettings, DriverText, PING_IDLE_AFTER, SQLITE_MMAP_BYTES, connect,
-    connect_run_writer, is_migrated, migrate, numbered_placeholders,
+    Backend, ConnectError, ConnectProblem, ConnectSettings, DriverText, PING_IDLE_AFTER, SQLITE_MMAP_BYTES,
+    connect, connect_run_writer, is_migrated, migrate, numbered_placeholders, sqlite_file,
 };
 pub use flows_repo::SeaOrmDataFlowRepository;
 pub use runs_repo::{SeaOrmRunRepository, execute_unprepared};

@@ -60,6 +60,11 @@ fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // PostgreSQL's notices for every `IF NOT EXISTS` are expected, not news.
+    let filter = match flowrun_app::QUIET_NOTICES.parse() {
+        Ok(directive) if !filter.to_string().contains("sqlx") => filter.add_directive(directive),
+        _ => filter,
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
