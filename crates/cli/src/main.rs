@@ -1,5 +1,17 @@
 //! `flowrun`: create data flows, run them, read their history, and drive the scheduler.
 
+/// `println!` that never panics: std's panics when stdout is closed (`flowrun runs | head -1`). Defined
+/// before the modules so that it replaces `println!` everywhere in this crate; see
+/// [`output::write_stdout`].
+macro_rules! println {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod output;
 
 use std::io::IsTerminal;

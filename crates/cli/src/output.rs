@@ -7,6 +7,24 @@ use chrono::{DateTime, Duration, Utc};
 use flowrun_domain::{DataFlow, RunRecord, RunStatus};
 use serde_json::Value;
 
+/// Writes to stdout. Once the reader is gone (a closed pipe), the rest of the output is dropped and the
+/// command ends as it would have, with its own exit code: the reader asked for no more, which is not an
+/// error of the command. Any other write error is reported once on stderr.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static CLOSED: AtomicBool = AtomicBool::new(false);
+    if CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if let Err(error) = out.write_fmt(args).and_then(|()| out.flush()) {
+        CLOSED.store(true, Ordering::Relaxed);
+        if error.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("error: cannot write to stdout: {error}");
+        }
+    }
+}
+
 /// Prints one JSON document on stdout.
 pub fn print_json(value: &Value) {
     match serde_json::to_string_pretty(value) {

@@ -356,3 +356,47 @@ async fn postgres_notices_stay_out_of_the_verbose_log() {
         assert!(!all.contains("already exists, skipping"), "{all}");
     }
 }
+
+/// Runs `args`, reads one line of stdout, closes the pipe and returns how the command ended.
+fn with_stdout_closed_early(dir: &Path, args: &[&str]) -> Output {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("flowrun"))
+        .current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env("NO_COLOR", "1")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut first = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("one line");
+    // The reader is dropped here, like `head -1` exiting.
+    child.wait_with_output().expect("wait")
+}
+
+#[test]
+fn a_closed_stdout_pipe_ends_the_command_quietly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // More than a pipe buffer (64 KiB) in one go, so the write is still under way when the reader leaves.
+    let big = "x".repeat(100 * 1024);
+    let config = serde_json::json!({ "message": big }).to_string();
+    flowrun(dir.path())
+        .args(["flow", "create", "big", "--class", "Fail", "--config", &config])
+        .assert()
+        .success();
+    flowrun(dir.path()).args(["run", "big"]).assert().code(1);
+    for args in [
+        &["runs", "show", "1"][..],
+        &["runs", "--limit", "1000", "--json"][..],
+        &["flow", "list", "--json"][..],
+    ] {
+        let output = with_stdout_closed_early(dir.path(), args);
+        let all = text(&output);
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {all}");
+        assert!(output.stderr.is_empty(), "{args:?}: quiet: {all}");
+    }
+}
