@@ -153,13 +153,16 @@ struct RunsArgs {
     /// Only runs in this status: pending, in_progress, success, failed.
     #[arg(long)]
     status: Option<String>,
-    /// At most this many runs.
-    #[arg(long, default_value_t = 20)]
+    /// At most this many runs (1 to 10000).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=MAX_RUNS_LIMIT))]
     limit: u64,
     /// Print as JSON.
     #[arg(long)]
     json: bool,
 }
+
+/// Most runs `flowrun runs` lists at once; larger values reach the driver as out-of-range integers.
+const MAX_RUNS_LIMIT: u64 = 10_000;
 
 #[derive(Debug, Subcommand)]
 enum RunsCommand {

@@ -400,3 +400,26 @@ fn a_closed_stdout_pipe_ends_the_command_quietly() {
         assert!(output.stderr.is_empty(), "{args:?}: quiet: {all}");
     }
 }
+
+#[test]
+fn runs_limit_is_bounded_with_a_clear_usage_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    flowrun(dir.path())
+        .args(["flow", "create", "a", "--class", "Noop"])
+        .assert()
+        .success();
+    for limit in ["9223372036854775808", "18446744073709551616", "0", "10001", "-1"] {
+        let output = flowrun(dir.path())
+            .args(["runs", &format!("--limit={limit}")])
+            .output()
+            .expect("runs");
+        let all = text(&output);
+        assert_eq!(output.status.code(), Some(2), "{limit}: {all}");
+        assert!(!all.contains("panicked"), "{limit}: {all}");
+        assert!(all.contains("--limit"), "{limit}: names the flag: {all}");
+    }
+    flowrun(dir.path())
+        .args(["runs", "--limit", "10000"])
+        .assert()
+        .success();
+}

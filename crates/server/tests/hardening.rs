@@ -442,3 +442,56 @@ async fn the_server_starts_with_a_role_that_may_only_read_and_write_rows() {
     let _ = admin.execute_unprepared(&format!("DROP ROLE {role}")).await;
     assert!(listening.is_some(), "{seen:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_runs_limit_query_is_bounded_with_a_json_400() {
+    let db = fresh_database(Kind::Sqlite).await;
+    let app = flowrun_app::App::open(
+        &flowrun_app::Settings::new(db.url.clone()),
+        flowrun_app::builtin_registry(),
+        flowrun_app::MigratePolicy::Always,
+    )
+    .await
+    .expect("open");
+    let new = flowrun_domain::NewDataFlow::new(
+        flowrun_domain::FlowName::parse("a").expect("name"),
+        "",
+        true,
+        serde_json::json!("Noop"),
+        flowrun_domain::RunInterval::DEFAULT,
+    )
+    .expect("valid");
+    app.flows.create(new, app.clock.now()).await.expect("created");
+    let mut server = Server::start(&db.url, &[]);
+    let addr = server.address();
+    let answers = tokio::task::spawn_blocking(move || {
+        [
+            "1001",
+            "0",
+            "9223372036854775808",
+            "99999999999999999999",
+            "-1",
+            "x",
+            "1000",
+        ]
+        .map(|limit| {
+            let request = format!(
+                "GET /data_flows/a/runs?limit={limit} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            );
+            (limit, raw_exchange(addr, request.as_bytes()))
+        })
+    })
+    .await
+    .expect("client thread");
+    drop(server);
+    for (limit, answer) in &answers {
+        let (status, body) = status_and_body(answer);
+        let expected = if *limit == "1000" { 200 } else { 400 };
+        assert_eq!(status, expected, "limit={limit}: {answer}");
+        let json: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{limit}: {e}: {answer}"));
+        if expected == 400 {
+            assert!(json["error"].is_string(), "{answer}");
+        }
+    }
+}
