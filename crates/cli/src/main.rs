@@ -260,6 +260,8 @@ fn init_logging(verbose: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Escape codes only where a terminal reads them: not in files, pipes or with NO_COLOR.
+        .with_ansi(output::Style::stderr().coloured())
         .with_target(false)
         .try_init();
 }

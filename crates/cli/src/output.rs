@@ -94,6 +94,11 @@ impl Style {
         Self::new(std::io::stderr().is_terminal())
     }
 
+    /// Whether this style colours its text.
+    pub fn coloured(&self) -> bool {
+        self.colour
+    }
+
     fn paint(&self, code: &str, text: &str) -> String {
         if self.colour {
             format!("\x1b[{code}m{text}\x1b[0m")

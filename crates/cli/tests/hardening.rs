@@ -423,3 +423,17 @@ fn runs_limit_is_bounded_with_a_clear_usage_error() {
         .assert()
         .success();
 }
+
+#[test]
+fn verbose_logs_to_a_pipe_have_no_colour_codes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = flowrun(dir.path())
+        .env_remove("NO_COLOR")
+        .args(["-v", "flow", "create", "a", "--class", "Noop"])
+        .output()
+        .expect("runs");
+    let all = text(&output);
+    assert!(output.status.success(), "{all}");
+    assert!(!output.stderr.is_empty(), "-v logs something: {all}");
+    assert!(!all.contains('\u{1b}'), "{all:?}");
+}

@@ -43,8 +43,10 @@ struct Args {
     /// Seconds running flows get to finish after SIGTERM before they are interrupted.
     #[arg(long, env = "FLOWRUN_SHUTDOWN_GRACE_SECS", default_value_t = 30.0)]
     shutdown_grace_secs: f64,
-    /// Log as JSON lines instead of text.
-    #[arg(long, env = "FLOWRUN_LOG_JSON")]
+    /// Log as JSON lines instead of text (1/0, true/false, yes/no, on/off).
+    #[arg(long, env = "FLOWRUN_LOG_JSON", action = clap::ArgAction::Set, num_args = 0..=1,
+          default_value_t = false, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
     log_json: bool,
     #[command(flatten)]
     limits: LimitArgs,
@@ -65,9 +67,13 @@ fn init_logging(json: bool) {
         Ok(directive) if !filter.to_string().contains("sqlx") => filter.add_directive(directive),
         _ => filter,
     };
+    // Escape codes only where a terminal reads them: not in files, pipes or with NO_COLOR.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
     let _ = if json {
         builder.json().try_init()
     } else {

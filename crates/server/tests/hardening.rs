@@ -495,3 +495,23 @@ async fn the_runs_limit_query_is_bounded_with_a_json_400() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_to_a_pipe_have_no_colour_codes_and_log_json_takes_the_usual_booleans() {
+    let db = fresh_database(Kind::Sqlite).await;
+    for (value, json) in [
+        ("1", true),
+        ("TRUE", true),
+        ("on", true),
+        ("yes", true),
+        ("0", false),
+        ("off", false),
+    ] {
+        let mut server = Server::start(&db.url, &[("FLOWRUN_LOG_JSON", value)]);
+        let line = server.wait_for("listening on", Duration::from_secs(30));
+        let (_, seen) = server.finish(Duration::ZERO);
+        let line = line.unwrap_or_else(|| panic!("FLOWRUN_LOG_JSON={value}: {seen:#?}"));
+        assert_eq!(line.starts_with('{'), json, "FLOWRUN_LOG_JSON={value}: {line}");
+        assert!(seen.iter().all(|l| !l.contains('\u{1b}')), "{seen:#?}");
+    }
+}
