@@ -283,7 +283,7 @@ async fn open(database_url: &str, policy: MigratePolicy) -> Result<App, Failure>
         .map_err(|e| Failure::Usage(e.to_string()))?;
     // A person is waiting: report an unreachable database after a few seconds, not ten.
     settings.connect_timeout = std::time::Duration::from_secs(4);
-    App::open(&settings, builtin_registry(), policy).await.map_err(|error| match error {
+    let app = App::open(&settings, builtin_registry(), policy).await.map_err(|error| match error {
         AppError::InvalidSetting { .. } => Failure::Usage(error.to_string()),
         AppError::Connect(
             flowrun_app::ConnectError::UnsupportedUrl { .. } | flowrun_app::ConnectError::InvalidUrl { .. },
@@ -304,7 +304,9 @@ async fn open(database_url: &str, policy: MigratePolicy) -> Result<App, Failure>
             })
         }
         other => Failure::Infra(anyhow::Error::new(other)),
-    })
+    })?;
+    tracing::info!(database = %describe_database(database_url), "database open");
+    Ok(app)
 }
 
 async fn dispatch(cli: Cli) -> Outcome {
@@ -328,6 +330,9 @@ async fn dispatch(cli: Cli) -> Outcome {
             Ok(())
         }
         Command::Flow(command) => {
+            if !matches!(command, FlowCommand::Create { .. }) {
+                require_existing_database(&url)?;
+            }
             let app = open(&url, MigratePolicy::SqliteOnly).await?;
             flow_command(&app, command).await
         }
@@ -336,6 +341,9 @@ async fn dispatch(cli: Cli) -> Outcome {
             run_command(&app, &name, json).await
         }
         Command::Runs(args) => {
+            if !matches!(args.command, Some(RunsCommand::Reap { .. })) {
+                require_existing_database(&url)?;
+            }
             let app = open(&url, MigratePolicy::SqliteOnly).await?;
             runs_command(&app, args).await
         }
@@ -363,6 +371,28 @@ async fn dispatch(cli: Cli) -> Outcome {
             }
             Ok(())
         }
+    }
+}
+
+/// The database as a person knows it: a SQLite file's absolute path, or the URL with secrets masked.
+fn describe_database(url: &str) -> String {
+    match flowrun_app::sqlite_file(url) {
+        Some(file) => std::path::absolute(&file).unwrap_or(file).display().to_string(),
+        None => flowrun_app::mask_url(url),
+    }
+}
+
+/// Commands that only read (or change existing flows) must not leave a new, empty `flowrun.db` with its
+/// `-wal` and `-shm` behind when run in the wrong directory: they refuse, naming the path they looked at.
+/// Only commands that create something (`flow create`, `run`, `heartbeat`, `migrate`, `runs reap`) create
+/// the file.
+fn require_existing_database(url: &str) -> Result<(), Failure> {
+    match flowrun_app::sqlite_file(url) {
+        Some(file) if !file.exists() => Err(Failure::Usage(format!(
+            "no flowrun database at {} (`flowrun flow create` creates one there; or point --database-url / DATABASE_URL at an existing one)",
+            describe_database(url)
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -452,7 +482,12 @@ async fn flow_command(app: &App, command: FlowCommand) -> Outcome {
             if json {
                 print_json(&Value::Array(flows.iter().map(flow_json).collect()));
             } else {
-                output::print_flows(&flows, app.clock.now(), &style);
+                output::print_flows(
+                    &flows,
+                    app.clock.now(),
+                    &style,
+                    &describe_database(app.masked_url()),
+                );
             }
             Ok(())
         }

@@ -203,10 +203,10 @@ fn status_cell(status: Option<RunStatus>, style: &Style) -> (String, usize) {
     }
 }
 
-/// The `flow list` table.
-pub fn print_flows(flows: &[DataFlow], now: DateTime<Utc>, style: &Style) {
+/// The `flow list` table; `database` names where the flows were looked for.
+pub fn print_flows(flows: &[DataFlow], now: DateTime<Utc>, style: &Style, database: &str) {
     if flows.is_empty() {
-        println!("no data flows yet: create one with `flowrun flow create NAME --class Noop`");
+        println!("no data flows yet in {database}: create one with `flowrun flow create NAME --class Noop`");
         return;
     }
     let rows: Vec<Vec<(String, usize)>> = flows

@@ -437,3 +437,62 @@ fn verbose_logs_to_a_pipe_have_no_colour_codes() {
     assert!(!output.stderr.is_empty(), "-v logs something: {all}");
     assert!(!all.contains('\u{1b}'), "{all:?}");
 }
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn read_commands_in_the_wrong_directory_create_nothing_and_say_where_they_looked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for args in [
+        &["flow", "list"][..],
+        &["flow", "show", "x"][..],
+        &["flow", "disable", "x"][..],
+        &["runs"][..],
+        &["runs", "show", "1"][..],
+        &["flow", "list", "--json"][..],
+    ] {
+        let output = flowrun(dir.path()).args(args).output().expect("runs");
+        let all = text(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {all}");
+        assert!(all.contains("no flowrun database at"), "{args:?}: {all}");
+        assert!(all.contains("flowrun.db"), "{args:?}: names the path: {all}");
+        assert_eq!(
+            files_in(dir.path()),
+            Vec::<String>::new(),
+            "{args:?} created files"
+        );
+    }
+    flowrun(dir.path())
+        .args(["flow", "create", "a", "--class", "Noop"])
+        .assert()
+        .success();
+    assert!(dir.path().join("flowrun.db").exists());
+    flowrun(dir.path())
+        .args(["flow", "delete", "a"])
+        .assert()
+        .success();
+    let empty = flowrun(dir.path()).args(["flow", "list"]).output().expect("runs");
+    let all = text(&empty);
+    assert!(empty.status.success(), "{all}");
+    let path = std::path::absolute(dir.path().join("flowrun.db")).expect("absolute");
+    assert!(
+        all.contains(&format!("no data flows yet in {}", path.display())),
+        "{all}"
+    );
+    let verbose = flowrun(dir.path())
+        .args(["-v", "flow", "list"])
+        .output()
+        .expect("runs");
+    let all = text(&verbose);
+    assert!(
+        all.contains(&path.display().to_string()),
+        "-v names the database: {all}"
+    );
+}
