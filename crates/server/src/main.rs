@@ -11,7 +11,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use flowrun_app::{
-    App, AppError, ConnectError, DEFAULT_DATABASE_URL, MigratePolicy, Settings, builtin_registry,
+    App, AppError, ConnectError, ConnectProblem, DEFAULT_DATABASE_URL, MigratePolicy, Settings,
+    builtin_registry,
 };
 use flowrun_domain::ShutdownController;
 use flowrun_server::{LimitArgs, Security, parse_networks, router};
@@ -222,6 +223,13 @@ async fn open_with_retry(
     loop {
         match App::open(settings, builtin_registry(), MigratePolicy::SqliteOnly).await {
             Ok(app) => return Ok(Some(app)),
+            // A missing SQLite directory will not appear by waiting: it is a wrong DATABASE_URL.
+            Err(
+                error @ AppError::Connect(ConnectError::Connect {
+                    problem: ConnectProblem::MissingDirectory { .. },
+                    ..
+                }),
+            ) => return Err(error.into()),
             Err(error @ (AppError::Connect(ConnectError::Connect { .. }) | AppError::NotMigrated { .. })) => {
                 warn!(%error, retry_in_secs = delay.as_secs_f64(), "database not ready; retrying");
             }

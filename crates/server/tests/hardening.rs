@@ -515,3 +515,102 @@ async fn logs_to_a_pipe_have_no_colour_codes_and_log_json_takes_the_usual_boolea
         assert!(seen.iter().all(|l| !l.contains('\u{1b}')), "{seen:#?}");
     }
 }
+
+#[test]
+fn a_missing_sqlite_directory_stops_the_server_at_once() {
+    let dir = std::env::temp_dir().join(format!("flowrun-missing-{}", std::process::id()));
+    let url = format!("sqlite://{}/no/such/dir/flowrun.db", dir.display());
+    let server = Server::start(&url, &[]);
+    let (code, seen) = server.finish(Duration::from_secs(20));
+    assert_eq!(code, Some(1), "{seen:#?}");
+    assert!(seen.iter().any(|l| l.contains("does not exist")), "{seen:#?}");
+    assert!(!dir.exists(), "nothing was created");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_its_answer_is_cut_off_after_the_idle_timeout() {
+    let db = fresh_database(Kind::Sqlite).await;
+    let app = flowrun_app::App::open(
+        &flowrun_app::Settings::new(db.url.clone()),
+        flowrun_app::builtin_registry(),
+        flowrun_app::MigratePolicy::Always,
+    )
+    .await
+    .expect("open");
+    // About 24 MB of answer: more than the loopback socket buffers hold, so the writer stalls.
+    let padding = "p".repeat(4 * 1024 * 1024);
+    for i in 0..6 {
+        let new = flowrun_domain::NewDataFlow::new(
+            flowrun_domain::FlowName::parse(&format!("big-{i}")).expect("name"),
+            "",
+            true,
+            serde_json::json!({"class_name": "Noop", "padding": padding}),
+            flowrun_domain::RunInterval::DEFAULT,
+        )
+        .expect("valid");
+        app.flows.create(new, app.clock.now()).await.expect("created");
+    }
+    let mut server = Server::start(
+        &db.url,
+        &[
+            ("FLOWRUN_HEADER_TIMEOUT_SECS", "1"),
+            ("FLOWRUN_IDLE_TIMEOUT_SECS", "2"),
+        ],
+    );
+    let addr = server.address();
+    let received = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .write_all(b"GET /data_flows HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("send");
+        // Read nothing for longer than the idle timeout, then take what is there.
+        std::thread::sleep(Duration::from_secs(5));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut received = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break received,
+                Ok(n) => received += n,
+            }
+        }
+    })
+    .await
+    .expect("client thread");
+    drop(server);
+    assert!(
+        received < 6 * 4 * 1024 * 1024,
+        "the stalled answer was cut off, not completed: {received} bytes"
+    );
+}
+
+/// Sends a request whose body never fully arrives and returns how long the server kept the connection.
+fn stalled_body(addr: SocketAddr) -> (String, Option<Duration>) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .write_all(
+            b"POST /data_flows/heartbeat HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789",
+        )
+        .expect("send");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut first = [0u8; 4096];
+    let n = stream.read(&mut first).unwrap_or(0);
+    let answer = String::from_utf8_lossy(&first[..n]).into_owned();
+    (answer, closed_within(&mut stream, Duration::from_secs(8)))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_whose_body_stalls_does_not_stay_open() {
+    let (server, addr, _db) = server_with_short_timeouts(&[]).await;
+    let (answer, closed) = tokio::task::spawn_blocking(move || stalled_body(addr))
+        .await
+        .expect("client thread");
+    let (_, seen) = server.finish(Duration::ZERO);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}: {seen:#?}");
+    let closed = closed.expect("the stalled connection is closed");
+    assert!(closed < Duration::from_secs(5), "{closed:?}");
+}
