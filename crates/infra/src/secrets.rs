@@ -99,15 +99,34 @@ fn percent_decode(text: &str) -> Option<String> {
 /// `text` (a driver's message, say) with the URL `url` shown masked and every secret of `url` replaced by
 /// `<masked>`, whatever form the text repeats it in.
 pub fn scrub(text: &str, url: &str) -> String {
-    let mut out = if url.is_empty() {
+    let masked = mask_url(url);
+    let text = if url.is_empty() {
         text.to_owned()
     } else {
-        text.replace(url, &mask_url(url))
+        text.replace(url, &masked)
     };
-    for secret in secrets_in(url) {
-        out = out.replace(&secret, MASK);
+    // A password that is also the scheme or the user name (`postgres://postgres:postgres@…`) is left
+    // alone: masking every `postgres` would both mangle the text and tell the reader what the password is.
+    let visible: Vec<String> = Url::parse(url)
+        .map(|u| vec![u.scheme().to_owned(), u.username().to_owned()])
+        .unwrap_or_default();
+    let secrets: Vec<String> = secrets_in(url)
+        .into_iter()
+        .filter(|s| !visible.contains(s))
+        .collect();
+    // The masked URL is already safe: scrub around it, so its scheme and user name stay readable.
+    let scrub_part = |part: &str| {
+        secrets
+            .iter()
+            .fold(part.to_owned(), |out, secret| out.replace(secret.as_str(), MASK))
+    };
+    if masked.is_empty() {
+        return scrub_part(&text);
     }
-    out
+    text.split(masked.as_str())
+        .map(scrub_part)
+        .collect::<Vec<_>>()
+        .join(&masked)
 }
 
 #[cfg(test)]
@@ -166,5 +185,19 @@ mod tests {
         assert!(!scrub("password s3cr#tPW rejected", url).contains("s3cr#tPW"));
         let url = "postgres://app@127.0.0.1/db?password=HUNTER2";
         assert_eq!(scrub("bad HUNTER2", url), "bad <masked>");
+    }
+
+    #[test]
+    fn the_masked_url_stays_readable() {
+        let url = "postgres://app:pg@127.0.0.1/db";
+        assert_eq!(
+            scrub(&format!("cannot connect to {url}: pg said no"), url),
+            "cannot connect to postgres://app:<masked>@127.0.0.1/db: <masked> said no"
+        );
+        let url = "postgres://postgres:postgres@127.0.0.1/db";
+        assert_eq!(
+            scrub(&format!("{url}: role \"postgres\""), url),
+            "postgres://postgres:<masked>@127.0.0.1/db: role \"postgres\""
+        );
     }
 }
