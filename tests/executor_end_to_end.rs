@@ -20,7 +20,7 @@ async fn create(app: &App, name: &str, configuration: Value) -> DataFlow {
         "",
         true,
         configuration,
-        RunInterval::DEFAULT,
+        RunInterval::DEFAULT.schedule(),
     )
     .expect("valid");
     app.flows.create(new, app.clock.now()).await.expect("created")
@@ -306,7 +306,7 @@ async fn a_claim_held_by_a_dead_process_expires_and_the_scheduler_runs_the_flow_
             "",
             true,
             json!("Noop"),
-            RunInterval::from_secs(1).expect("interval"),
+            RunInterval::from_secs(1).expect("interval").schedule(),
         )
         .expect("valid");
         let flow = app.flows.create(new, app.clock.now()).await.expect("created");
@@ -319,7 +319,7 @@ async fn a_claim_held_by_a_dead_process_expires_and_the_scheduler_runs_the_flow_
                 started_at: now,
                 lease_owner: flowrun_domain::LeaseOwner::new("dead-host:999"),
                 lease_expires_at: now + chrono::Duration::seconds(1),
-                due_cutoff: None,
+                claim: flowrun_domain::Claim::Manual,
             })
             .await
             .expect("claimed");

@@ -4,16 +4,19 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use flowrun_app::App;
 use flowrun_domain::{
-    CreateDataFlowError, DataFlow, DataFlowId, FinishRunError, FlowName, LeaseOwner, NewDataFlow, RunFilter,
-    RunId, RunInterval, RunOutcome, RunStatus, StartRun, StartRunError,
+    Claim, CreateDataFlowError, DataFlow, DataFlowId, FinishRunError, FlowName, LeaseOwner, NewDataFlow,
+    RunFilter, RunId, RunInterval, RunOutcome, RunStatus, StartRun, StartRunError,
 };
 use flowrun_tests::{Kind, TestDatabase, fresh_databases, open, recent_runs, stored_run};
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::json;
 
 fn t(secs: i64) -> DateTime<Utc> {
-    // Microseconds on purpose: every backend must keep them.
-    Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0)
+    // Microseconds on purpose: every backend must keep them. In the system clock's future on purpose: a
+    // start is recorded at the later of its requested time and the time its claim was granted (so a claim
+    // that waited for a lock never seems to overlap the run before it), and these times are to be kept
+    // exactly.
+    Utc.with_ymd_and_hms(2100, 11, 26, 12, 0, 0)
         .single()
         .expect("valid")
         + Duration::seconds(secs)
@@ -26,7 +29,7 @@ async fn create(app: &App, name: &str, config: serde_json::Value) -> DataFlow {
         "d",
         true,
         config,
-        RunInterval::DEFAULT,
+        RunInterval::DEFAULT.schedule(),
     )
     .expect("valid flow");
     app.flows.create(new, t(0)).await.expect("created")
@@ -38,8 +41,25 @@ fn start(flow: &DataFlow, at: DateTime<Utc>) -> StartRun {
         started_at: at,
         lease_owner: LeaseOwner::new("host:1"),
         lease_expires_at: at + Duration::seconds(60),
-        due_cutoff: None,
+        claim: Claim::Manual,
     }
+}
+
+/// A scheduler's start at `at` that moves the flow's next run to `next`.
+fn start_due(flow: &DataFlow, at: DateTime<Utc>, next: Option<DateTime<Utc>>) -> StartRun {
+    StartRun {
+        claim: Claim::Due { next_run_at: next },
+        ..start(flow, at)
+    }
+}
+
+async fn next_run_at(app: &App, flow: &DataFlow) -> Option<DateTime<Utc>> {
+    app.flows
+        .find_by_id(flow.id)
+        .await
+        .expect("query")
+        .expect("found")
+        .next_run_at
 }
 
 async fn each_backend(mut scenario: impl AsyncFnMut(&TestDatabase, App, &'static str)) {
@@ -103,7 +123,7 @@ async fn duplicate_names_are_refused_as_duplicates() {
             "",
             true,
             json!("Noop"),
-            RunInterval::DEFAULT,
+            RunInterval::DEFAULT.schedule(),
         )
         .expect("valid");
         let error = app.flows.create(again, t(0)).await.expect_err("duplicate");
@@ -319,43 +339,79 @@ async fn a_flow_cannot_be_started_twice_at_once_and_is_free_again_after_finishin
 }
 
 #[tokio::test]
-async fn due_starts_are_refused_when_the_flow_ran_within_its_interval_or_is_disabled() {
+async fn due_starts_take_one_slot_each_move_next_run_at_and_are_refused_early_or_when_disabled() {
     each_backend(async |_, app, k| {
         let flow = create(&app, "f", json!("Noop")).await;
-        let run = app.runs.start_run(start(&flow, t(10))).await.expect("started");
-        app.runs
-            .finish_run(run.id, flow.id, RunOutcome::success(t(20)))
-            .await
-            .expect("finished");
-        let mut due = start(&flow, t(30));
-        due.due_cutoff = Some(t(19));
-        assert!(
-            matches!(app.runs.start_run(due.clone()).await, Err(StartRunError::NotDue)),
-            "{k}"
+        assert_eq!(
+            next_run_at(&app, &flow).await,
+            Some(t(0)),
+            "{k}: a new interval flow is due at once"
         );
-        due.due_cutoff = Some(t(20));
-        app.runs
-            .start_run(due)
-            .await
-            .unwrap_or_else(|e| panic!("{k}: due at the cutoff: {e}"));
-        let never_ran = create(&app, "never-ran", json!("Noop")).await;
-        let mut first = start(&never_ran, t(30));
-        first.due_cutoff = Some(t(0));
-        let first = app
+        let run = app
             .runs
-            .start_run(first)
+            .start_run(start_due(&flow, t(30), Some(t(3600))))
             .await
-            .unwrap_or_else(|e| panic!("{k}: a flow that never ran is due: {e}"));
+            .unwrap_or_else(|e| panic!("{k}: due since t(0): {e}"));
+        assert_eq!(
+            next_run_at(&app, &flow).await,
+            Some(t(3600)),
+            "{k}: the claim moved the slot"
+        );
         app.runs
-            .finish_run(first.id, never_ran.id, RunOutcome::success(t(31)))
+            .finish_run(run.id, flow.id, RunOutcome::success(t(40)))
             .await
             .expect("finished");
+        assert!(
+            matches!(
+                app.runs.start_run(start_due(&flow, t(50), Some(t(7200)))).await,
+                Err(StartRunError::NotDue)
+            ),
+            "{k}: that slot was taken; the next is at t(3600)"
+        );
+        assert_eq!(
+            next_run_at(&app, &flow).await,
+            Some(t(3600)),
+            "{k}: a refused claim changes nothing"
+        );
+        let manual = app
+            .runs
+            .start_run(start(&flow, t(60)))
+            .await
+            .expect("a manual start");
+        assert_eq!(
+            next_run_at(&app, &flow).await,
+            Some(t(3600)),
+            "{k}: manual runs keep the schedule"
+        );
+        app.runs
+            .finish_run(manual.id, flow.id, RunOutcome::success(t(61)))
+            .await
+            .expect("finished");
+        let at_slot = app
+            .runs
+            .start_run(start_due(&flow, t(3600), None))
+            .await
+            .unwrap_or_else(|e| panic!("{k}: due exactly at its slot: {e}"));
+        app.runs
+            .finish_run(at_slot.id, flow.id, RunOutcome::success(t(3601)))
+            .await
+            .expect("finished");
+        assert_eq!(
+            next_run_at(&app, &flow).await,
+            None,
+            "{k}: a schedule without a next time"
+        );
+        assert!(
+            app.flows.list_due(t(1_000_000)).await.expect("due").is_empty(),
+            "{k}: a flow without a next run time is never due"
+        );
         let off = create(&app, "off", json!("Noop")).await;
         app.flows.set_enabled("off", false, t(30)).await.expect("toggle");
-        let mut scheduled = start(&off, t(30));
-        scheduled.due_cutoff = Some(t(30));
         assert!(
-            matches!(app.runs.start_run(scheduled).await, Err(StartRunError::NotDue)),
+            matches!(
+                app.runs.start_run(start_due(&off, t(30), Some(t(90)))).await,
+                Err(StartRunError::NotDue)
+            ),
             "{k}: a disabled flow is never due"
         );
         app.runs
@@ -508,17 +564,21 @@ async fn deleting_a_flow_deletes_its_runs() {
 }
 
 #[tokio::test]
-async fn due_flows_are_enabled_idle_and_past_their_interval() {
+async fn due_flows_are_enabled_idle_and_past_their_next_run_time_soonest_first() {
     each_backend(async |_, app, k| {
         let never = create(&app, "never-ran", json!("Noop")).await;
-        let recent = create(&app, "recent", json!("Noop")).await;
+        let later = create(&app, "later", json!("Noop")).await;
         let old = create(&app, "old", json!("Noop")).await;
         let off = create(&app, "off", json!("Noop")).await;
         app.flows.set_enabled("off", false, t(0)).await.expect("toggle");
-        for (flow, ended) in [(&recent, t(3000)), (&old, t(10))] {
-            let run = app.runs.start_run(start(flow, t(1))).await.expect("started");
+        for (flow, next) in [(&later, t(5000)), (&old, t(100))] {
+            let run = app
+                .runs
+                .start_run(start_due(flow, t(1), Some(next)))
+                .await
+                .expect("started");
             app.runs
-                .finish_run(run.id, flow.id, RunOutcome::success(ended))
+                .finish_run(run.id, flow.id, RunOutcome::success(t(2)))
                 .await
                 .expect("finished");
         }
@@ -534,6 +594,41 @@ async fn due_flows_are_enabled_idle_and_past_their_interval() {
             .collect();
         assert_eq!(due, ["never-ran", "old"], "{k}");
         let _ = (never, off);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_row_corrupted_by_hand_is_skipped_and_the_other_due_flows_are_listed() {
+    each_backend(async |_, app, k| {
+        let good = create(&app, "good", json!("Noop")).await;
+        let bad_json = create(&app, "bad-json", json!("Noop")).await;
+        let bad_cron = create(&app, "bad-cron", json!("Noop")).await;
+        let db = app.connection();
+        let backend = db.get_database_backend();
+        for sql in [
+            format!(
+                "UPDATE data_flows SET configuration = 'not json' WHERE id = {}",
+                bad_json.id
+            ),
+            format!(
+                "UPDATE data_flows SET schedule_cron = 'every full moon' WHERE id = {}",
+                bad_cron.id
+            ),
+        ] {
+            db.execute_raw(Statement::from_string(backend, sql))
+                .await
+                .unwrap_or_else(|e| panic!("{k}: {e}"));
+        }
+        let due: Vec<String> = app
+            .flows
+            .list_due(t(10))
+            .await
+            .unwrap_or_else(|e| panic!("{k}: one bad row must not fail the listing: {e}"))
+            .iter()
+            .map(|f| f.name.to_string())
+            .collect();
+        assert_eq!(due, [good.name.to_string()], "{k}");
     })
     .await;
 }
@@ -621,7 +716,8 @@ async fn the_reaper_index_holds_only_live_runs_where_the_backend_allows_it() {
 
         // The migration can be taken back and applied again, and the reaper works on the result.
         use flowrun_migration::MigratorTrait as _;
-        flowrun_migration::Migrator::down(app.connection(), Some(1))
+        // Down through the schedules migration to the lease index, and back up.
+        flowrun_migration::Migrator::down(app.connection(), Some(2))
             .await
             .unwrap_or_else(|e| panic!("{k}: down: {e}"));
         assert!(

@@ -66,7 +66,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "counts the words of a file",
         true,
         json!({"class_name": "WordCount", "path": input}),
-        RunInterval::from_secs(600)?,
+        RunInterval::from_secs(600)?.schedule(),
     )?;
     let flow = app.flows.create(new, app.clock.now()).await?;
     let run = app.executor.execute(&flow).await?;
@@ -82,7 +82,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "",
         true,
         json!({"class_name": "WordCount", "path": dir.join("missing.txt")}),
-        RunInterval::DEFAULT,
+        RunInterval::DEFAULT.schedule(),
     )?;
     let flow = app.flows.create(missing, app.clock.now()).await?;
     let error = app

@@ -2,7 +2,7 @@
 //! binary prints the same documents. Timestamps are RFC 3339 in UTC; absent values are `null`.
 
 use chrono::{DateTime, Utc};
-use flowrun_domain::{DataFlow, DataFlowRun, HeartbeatReport};
+use flowrun_domain::{DataFlow, DataFlowRun, HeartbeatReport, RunEnd, Schedule};
 use serde_json::{Value, json};
 
 /// A timestamp as RFC 3339 UTC (`…Z`), or `null`.
@@ -21,12 +21,30 @@ pub fn flow_json(flow: &DataFlow) -> Value {
         "enabled": flow.enabled,
         "class_name": flow.flow_class().ok(),
         "configuration": flow.configuration,
-        "run_interval_secs": flow.run_interval.as_secs(),
+        "run_interval_secs": interval_secs(&flow.schedule),
+        "schedule": schedule_json(&flow.schedule),
+        "next_run_at": timestamp(flow.next_run_at),
         "last_run_at": timestamp(flow.last_run_at),
         "last_run_status": flow.last_run_status.map(|s| s.as_str()),
         "created_at": timestamp(Some(flow.created_at)),
         "updated_at": timestamp(Some(flow.updated_at)),
     })
+}
+
+/// Seconds between runs of an interval schedule; `null` for cron.
+fn interval_secs(schedule: &Schedule) -> Value {
+    match schedule {
+        Schedule::Every(every) => Value::from(every.as_secs()),
+        Schedule::Cron(_) => Value::Null,
+    }
+}
+
+/// `{"every_secs": n}` or `{"cron": expression, "tz": zone}`.
+pub fn schedule_json(schedule: &Schedule) -> Value {
+    match schedule {
+        Schedule::Every(every) => json!({ "every_secs": every.as_secs() }),
+        Schedule::Cron(cron) => json!({ "cron": cron.expression(), "tz": cron.time_zone() }),
+    }
 }
 
 /// The contract's run shape.
@@ -51,5 +69,19 @@ pub fn heartbeat_json(report: &HeartbeatReport) -> Value {
         "flows_triggered": report.flows_triggered,
         "flows_failed": report.flows_failed,
         "timestamp": timestamp(Some(report.timestamp)),
+        "triggered": report.triggered.iter().map(|run| run.flow.as_str()).collect::<Vec<_>>(),
+        "runs": report.triggered.iter().map(|run| json!({
+            "flow": run.flow.as_str(),
+            "run_id": run.run_id.0,
+            "status": match &run.end {
+                None => "in_progress",
+                Some(RunEnd::Succeeded) => "success",
+                Some(RunEnd::Failed(_)) => "failed",
+            },
+            "error_message": match &run.end {
+                Some(RunEnd::Failed(message)) => Some(message.as_str()),
+                _ => None,
+            },
+        })).collect::<Vec<_>>(),
     })
 }

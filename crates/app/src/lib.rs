@@ -29,6 +29,9 @@ pub const QUIET_NOTICES: &str = "sqlx::postgres::notice=warn";
 /// Environment variable with the lease length in seconds.
 pub const LEASE_ENV: &str = "FLOWRUN_RUN_LEASE_SECS";
 
+/// Environment variable with the number of flows one process runs at once.
+pub const CONCURRENCY_ENV: &str = "FLOWRUN_CONCURRENCY";
+
 /// What the binaries configure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -40,6 +43,8 @@ pub struct Settings {
     pub max_connections: Option<u32>,
     /// How long to wait for the database before giving up.
     pub connect_timeout: Duration,
+    /// How many flows the scheduler runs at once in this process.
+    pub concurrency: usize,
 }
 
 impl Settings {
@@ -50,7 +55,16 @@ impl Settings {
             lease: LeaseSettings::DEFAULT_DURATION,
             max_connections: None,
             connect_timeout: Duration::from_secs(10),
+            concurrency: Scheduler::DEFAULT_CONCURRENCY,
         }
+    }
+
+    /// Reads the scheduler's concurrency from `FLOWRUN_CONCURRENCY` when set.
+    pub fn with_concurrency_from_env(mut self) -> Result<Self, AppError> {
+        if let Ok(raw) = std::env::var(CONCURRENCY_ENV) {
+            self.concurrency = parse_concurrency(&raw)?;
+        }
+        Ok(self)
     }
 
     /// Reads the lease length from `FLOWRUN_RUN_LEASE_SECS` when set.
@@ -62,16 +76,34 @@ impl Settings {
     }
 }
 
-/// Parses a lease length in seconds (fractions allowed, more than zero).
+/// Parses a lease length in seconds (fractions allowed, more than zero, at most a day).
 pub fn parse_lease_secs(raw: &str) -> Result<Duration, AppError> {
+    let max = LeaseSettings::MAX_DURATION.as_secs();
     raw.trim()
         .parse::<f64>()
         .ok()
         .filter(|secs| secs.is_finite() && *secs > 0.0)
         .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .filter(|lease| *lease <= LeaseSettings::MAX_DURATION)
         .ok_or_else(|| AppError::InvalidSetting {
             name: LEASE_ENV,
-            reason: format!("expected a positive number of seconds, got `{raw}`"),
+            reason: format!("expected a number of seconds above 0 and at most {max}, got `{raw}`"),
+        })
+}
+
+/// Parses how many flows one process runs at once: a whole number from 1 to
+/// [`Scheduler::MAX_CONCURRENCY`].
+pub fn parse_concurrency(raw: &str) -> Result<usize, AppError> {
+    raw.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=Scheduler::MAX_CONCURRENCY).contains(n))
+        .ok_or_else(|| AppError::InvalidSetting {
+            name: CONCURRENCY_ENV,
+            reason: format!(
+                "expected a whole number from 1 to {}, got `{raw}`",
+                Scheduler::MAX_CONCURRENCY
+            ),
         })
 }
 
@@ -187,7 +219,8 @@ impl App {
         }
         let reserved = flowrun_infra::connect_run_writer(&connect_settings).await?;
         let writer = RunWriter::new(db, reserved);
-        Ok(Self::wire(writer, backend, masked_url, registry, settings.lease))
+        Ok(Self::wire(writer, backend, masked_url, registry, settings.lease)
+            .with_concurrency(settings.concurrency))
     }
 
     /// Wires the services over an open, migrated database: runs start and finish through `writer`,
@@ -201,8 +234,9 @@ impl App {
     ) -> Self {
         let db = writer.pool().clone();
         let flows: Arc<dyn DataFlowRepository> = Arc::new(SeaOrmDataFlowRepository::new(db.clone()));
-        let runs: Arc<dyn RunRepository> = Arc::new(SeaOrmRunRepository::with_writer(writer.clone()));
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let runs: Arc<dyn RunRepository> =
+            Arc::new(SeaOrmRunRepository::with_writer(writer.clone()).with_clock(Arc::clone(&clock)));
         let executor = FlowExecutor::new(
             Arc::clone(&runs),
             Arc::new(registry),
@@ -254,12 +288,20 @@ impl App {
     /// The same app with its executor (and so its scheduler) following `shutdown`.
     pub fn with_shutdown(mut self, shutdown: ShutdownSignal) -> Self {
         self.executor = self.executor.with_shutdown(shutdown);
+        let concurrency = self.scheduler.concurrency();
         self.scheduler = Scheduler::new(
             Arc::clone(&self.flows),
             Arc::clone(&self.runs),
             self.executor.clone(),
             Arc::clone(&self.clock),
-        );
+        )
+        .with_concurrency(concurrency);
+        self
+    }
+
+    /// The same app with its scheduler running at most `concurrency` flows at once.
+    pub fn with_concurrency(mut self, concurrency: usize) -> Self {
+        self.scheduler = self.scheduler.with_concurrency(concurrency);
         self
     }
 
@@ -281,6 +323,23 @@ mod tests {
         assert!(parse_lease_secs("0").is_err());
         assert!(parse_lease_secs("-3").is_err());
         assert!(parse_lease_secs("soon").is_err());
+    }
+
+    #[test]
+    fn leases_longer_than_a_day_are_refused_instead_of_overflowing_later() {
+        // 1e13 s was accepted and made `flowrun run` panic on date arithmetic.
+        assert!(parse_lease_secs("1e13").is_err());
+        assert!(parse_lease_secs("86401").is_err());
+        assert_eq!(parse_lease_secs("86400").ok(), Some(Duration::from_secs(86_400)));
+    }
+
+    #[test]
+    fn concurrency_is_a_bounded_whole_number() {
+        assert_eq!(parse_concurrency(" 4 ").ok(), Some(4));
+        assert!(parse_concurrency("0").is_err());
+        assert!(parse_concurrency("-1").is_err());
+        assert!(parse_concurrency("1.5").is_err());
+        assert!(parse_concurrency("99999999999999999999").is_err());
     }
 
     #[test]

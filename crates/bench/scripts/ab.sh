@@ -7,7 +7,9 @@
 #   OUT=/tmp/ab.jsonl REPEAT=5 RUNS=2000 CONCURRENCY=1 CLASS=Noop \
 #     crates/bench/scripts/ab.sh sqlite:///tmp/bench.db /tmp/bench-before /tmp/bench-after
 set -euo pipefail
-OUT=${OUT:-/tmp/ab.jsonl}
+OUT=${OUT:-${TMPDIR:-/tmp}/ab.jsonl}
+# Raw results are not kept in the repository: they are regenerated here, and the path is printed at the end.
+trap 'echo "$0: JSON lines appended to $OUT" >&2' EXIT
 REPEAT=${REPEAT:-5}
 RUNS=${RUNS:-2000}
 CONCURRENCY=${CONCURRENCY:-1}

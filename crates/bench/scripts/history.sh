@@ -9,7 +9,9 @@ BIN=${BIN:-target/release/flowrun-bench}
 HISTORY=${HISTORY:-1000000}
 RUNS=${RUNS:-1000}
 REPEAT=${REPEAT:-3}
-OUT=${OUT:-/tmp/hist.jsonl}
+OUT=${OUT:-${TMPDIR:-/tmp}/hist.jsonl}
+# Raw results are not kept in the repository: they are regenerated here, and the path is printed at the end.
+trap 'echo "$0: JSON lines appended to $OUT" >&2' EXIT
 CONCURRENCY=${CONCURRENCY:-"1 8"}
 CLASSES=${CLASSES:-"Noop"}
 empty=$1

@@ -6,7 +6,9 @@ set -euo pipefail
 BIN=${BIN:-target/release/flowrun-bench}
 RUNS=${RUNS:-2000}
 REPEAT=${REPEAT:-3}
-OUT=${OUT:-/tmp/bench.jsonl}
+OUT=${OUT:-${TMPDIR:-/tmp}/bench.jsonl}
+# Raw results are not kept in the repository: they are regenerated here, and the path is printed at the end.
+trap 'echo "$0: JSON lines appended to $OUT" >&2' EXIT
 CONCURRENCY=${CONCURRENCY:-"1 8"}
 CLASSES=${CLASSES:-"Noop Fail"}
 EXTRA=${EXTRA:-}

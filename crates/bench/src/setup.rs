@@ -57,7 +57,7 @@ pub async fn fresh_flows(app: &App, count: u32, class: Class) -> anyhow::Result<
             "flowrun-bench",
             false,
             json!({ "class_name": class.name() }),
-            RunInterval::from_secs(3600)?,
+            RunInterval::from_secs(3600)?.schedule(),
         )?;
         flows.push(app.flows.create(flow, app.clock.now()).await?);
     }
@@ -76,7 +76,7 @@ pub async fn flowrun_failure_text(app: &App) -> anyhow::Result<String> {
         "flowrun-bench: measures flowrun's failure text",
         false,
         json!({ "class_name": Class::Fail.name() }),
-        RunInterval::from_secs(3600)?,
+        RunInterval::from_secs(3600)?.schedule(),
     )?;
     let flow = app.flows.create(flow, app.clock.now()).await?;
     // Called from a spawned task, like the timed runs, so the stack (and the backtrace) is as deep.
@@ -107,7 +107,7 @@ pub async fn ensure_history(app: &App, runs: u64) -> anyhow::Result<()> {
                 "flowrun-bench: past runs",
                 false,
                 json!({ "class_name": "Noop" }),
-                RunInterval::from_secs(3600)?,
+                RunInterval::from_secs(3600)?.schedule(),
             )?;
             app.flows.create(flow, app.clock.now()).await?
         }

@@ -18,11 +18,14 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::anyhow;
+use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use flowrun_app::{App, AppError, DEFAULT_DATABASE_URL, MigratePolicy, Settings, builtin_registry};
+use flowrun_domain::duration::parse_duration;
+use flowrun_domain::schedule::MAX_UPCOMING;
 use flowrun_domain::{
-    CreateDataFlowError, DataFlow, ExecuteError, FlowName, FlowRegistry, NewDataFlow, RunFilter, RunId,
-    RunInterval, RunStatus,
+    CreateDataFlowError, CronSchedule, DataFlow, ExecuteError, FlowName, FlowRegistry, NewDataFlow,
+    RunFilter, RunId, RunInterval, RunStatus, Schedule,
 };
 use serde_json::{Map, Value};
 
@@ -63,6 +66,23 @@ enum Command {
     },
     /// List recorded runs, newest first; `runs show ID` for one run, `runs reap` to close abandoned ones.
     Runs(RunsArgs),
+    /// Print the next times a schedule fires: a flow's, or a --cron / --every given here.
+    Schedule {
+        /// The flow whose schedule to show (or give --cron / --every instead).
+        #[arg(required_unless_present_any = ["every", "interval", "cron"], conflicts_with_all = ["every", "interval", "cron"])]
+        name: Option<String>,
+        #[command(flatten)]
+        schedule: ScheduleArgs,
+        /// Start from this instant (RFC 3339, e.g. 2026-03-28T00:00:00Z) instead of now.
+        #[arg(long, value_name = "RFC3339")]
+        from: Option<String>,
+        /// How many fire times to print.
+        #[arg(long, default_value_t = 5)]
+        count: usize,
+        /// Print a JSON array of RFC 3339 UTC times.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run one scheduler cycle: every due flow once.
     Heartbeat {
         /// Print the report as JSON.
@@ -89,9 +109,8 @@ enum FlowCommand {
         /// The class's settings, as a JSON object.
         #[arg(long)]
         config: Option<String>,
-        /// Seconds between scheduled runs.
-        #[arg(long, default_value_t = RunInterval::DEFAULT.as_secs(), allow_negative_numbers = true)]
-        interval: i64,
+        #[command(flatten)]
+        schedule: ScheduleArgs,
         /// Free text.
         #[arg(long, default_value = "")]
         description: String,
@@ -140,6 +159,50 @@ enum FlowCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// When a flow runs: every interval (default: every hour) or on a cron expression.
+#[derive(Debug, Args)]
+struct ScheduleArgs {
+    /// Run every DURATION: 90, 90s, 15m, 1h30m, 7d.
+    #[arg(long, value_name = "DURATION", conflicts_with_all = ["interval", "cron"])]
+    every: Option<String>,
+    /// Seconds between runs (the same as --every SECS).
+    #[arg(
+        long,
+        value_name = "SECS",
+        allow_negative_numbers = true,
+        conflicts_with = "cron"
+    )]
+    interval: Option<i64>,
+    /// Run on a cron expression: 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds
+    /// first, e.g. "0 2 * * *".
+    #[arg(long, value_name = "EXPR")]
+    cron: Option<String>,
+    /// The IANA time zone --cron is read in (default UTC), e.g. Europe/Berlin.
+    #[arg(long, value_name = "ZONE", requires = "cron")]
+    tz: Option<String>,
+}
+
+impl ScheduleArgs {
+    /// The schedule given, if any; bad values are usage errors.
+    fn parse(&self) -> Result<Option<Schedule>, Failure> {
+        let usage = |e: &dyn std::fmt::Display| Failure::Usage(e.to_string());
+        if let Some(expression) = &self.cron {
+            let cron = CronSchedule::parse(expression, self.tz.as_deref()).map_err(|e| usage(&e))?;
+            return Ok(Some(Schedule::Cron(cron)));
+        }
+        let secs = match (&self.every, self.interval) {
+            (Some(every), _) => {
+                let every = parse_duration(every).map_err(|e| usage(&e))?;
+                i64::try_from(every.as_secs()).unwrap_or(i64::MAX)
+            }
+            (None, Some(secs)) => secs,
+            (None, None) => return Ok(None),
+        };
+        let interval = RunInterval::from_secs(secs).map_err(|e| usage(&e))?;
+        Ok(Some(interval.schedule()))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -280,6 +343,7 @@ fn quiet_notices(filter: tracing_subscriber::EnvFilter) -> tracing_subscriber::E
 async fn open(database_url: &str, policy: MigratePolicy) -> Result<App, Failure> {
     let mut settings = Settings::new(database_url)
         .with_lease_from_env()
+        .and_then(Settings::with_concurrency_from_env)
         .map_err(|e| Failure::Usage(e.to_string()))?;
     // A person is waiting: report an unreachable database after a few seconds, not ten.
     settings.connect_timeout = std::time::Duration::from_secs(4);
@@ -357,20 +421,17 @@ async fn dispatch(cli: Cli) -> Outcome {
             if json {
                 print_json(&heartbeat_json(&report));
             } else {
-                println!(
-                    "{} due, {} triggered, {} failed{}",
-                    report.flows_due,
-                    report.flows_triggered,
-                    report.flows_failed,
-                    if report.runs_reaped > 0 {
-                        format!(", {} abandoned runs closed", report.runs_reaped)
-                    } else {
-                        String::new()
-                    }
-                );
+                output::print_heartbeat(&report, &Style::stdout());
             }
             Ok(())
         }
+        Command::Schedule {
+            name,
+            schedule,
+            from,
+            count,
+            json,
+        } => schedule_command(&url, name, &schedule, from.as_deref(), count, json).await,
     }
 }
 
@@ -394,6 +455,66 @@ fn require_existing_database(url: &str) -> Result<(), Failure> {
         ))),
         _ => Ok(()),
     }
+}
+
+/// `flowrun schedule`: the next fire times of a flow's schedule or of one given on the command line.
+async fn schedule_command(
+    url: &str,
+    name: Option<String>,
+    schedule: &ScheduleArgs,
+    from: Option<&str>,
+    count: usize,
+    json: bool,
+) -> Outcome {
+    if count == 0 || count > MAX_UPCOMING {
+        return Err(Failure::Usage(format!(
+            "--count must be between 1 and {MAX_UPCOMING}, got {count}"
+        )));
+    }
+    let from = from
+        .map(|raw| {
+            DateTime::parse_from_rfc3339(raw.trim())
+                .map(|at| at.with_timezone(&Utc))
+                .map_err(|e| Failure::Usage(format!("--from `{raw}` is not an RFC 3339 time: {e}")))
+        })
+        .transpose()?;
+    let times = match name {
+        Some(name) => {
+            let app = open(url, MigratePolicy::SqliteOnly).await?;
+            let flow = find_flow(&app, &name).await?;
+            match (from, flow.next_run_at) {
+                // The flow's own next times: its stored next run, then the schedule's slots after it.
+                (None, Some(next)) => {
+                    std::iter::successors(Some(next), |at| flow.schedule.next_run_after(*at, *at))
+                        .take(count)
+                        .collect()
+                }
+                (None, None) => Vec::new(),
+                (Some(from), _) => flow.schedule.upcoming(from, count),
+            }
+        }
+        None => {
+            let schedule = schedule.parse()?.ok_or_else(|| {
+                Failure::Usage("give a flow name, --cron EXPR or --every DURATION".to_owned())
+            })?;
+            schedule.upcoming(from.unwrap_or_else(Utc::now), count)
+        }
+    };
+    if json {
+        print_json(&Value::Array(
+            times
+                .iter()
+                .map(|at| flowrun_app::json::timestamp(Some(*at)))
+                .collect(),
+        ));
+    } else if times.is_empty() {
+        println!("this schedule has no future fire time");
+    } else {
+        for at in times {
+            println!("{}", at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
+        }
+    }
+    Ok(())
 }
 
 async fn find_flow(app: &App, name: &str) -> Result<DataFlow, Failure> {
@@ -448,15 +569,17 @@ async fn flow_command(app: &App, command: FlowCommand) -> Outcome {
             name,
             class,
             config,
-            interval,
+            schedule,
             description,
             disabled,
             json,
         } => {
             let name = FlowName::parse(&name).map_err(|e| Failure::Usage(e.to_string()))?;
-            let interval = RunInterval::from_secs(interval).map_err(|e| Failure::Usage(e.to_string()))?;
+            let schedule = schedule
+                .parse()?
+                .unwrap_or_else(|| RunInterval::DEFAULT.schedule());
             let configuration = configuration(&class, config.as_deref(), app.executor.registry())?;
-            let new = NewDataFlow::new(name, description, !disabled, configuration, interval)
+            let new = NewDataFlow::new(name, description, !disabled, configuration, schedule)
                 .map_err(|e| Failure::Usage(e.to_string()))?;
             let flow = app
                 .flows

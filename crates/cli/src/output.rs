@@ -4,7 +4,8 @@ use std::io::{IsTerminal, Write};
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
-use flowrun_domain::{DataFlow, RunRecord, RunStatus};
+use flowrun_domain::duration::format_duration;
+use flowrun_domain::{DataFlow, HeartbeatReport, RunEnd, RunRecord, RunStatus, Schedule};
 use serde_json::Value;
 
 /// Writes to stdout. Once the reader is gone (a closed pipe), the rest of the output is dropped and the
@@ -217,7 +218,8 @@ pub fn print_flows(flows: &[DataFlow], now: DateTime<Utc>, style: &Style, databa
                 cell(flow.name.as_str()),
                 cell(flow.flow_class().unwrap_or("?")),
                 cell(if flow.enabled { "yes" } else { "no" }),
-                cell(human_duration(flow.run_interval.as_duration())),
+                cell(schedule_text(&flow.schedule)),
+                cell(next_run_text(flow, now)),
                 status_cell(flow.last_run_status.map(Into::into), style),
                 cell(
                     flow.last_run_at
@@ -232,13 +234,57 @@ pub fn print_flows(flows: &[DataFlow], now: DateTime<Utc>, style: &Style, databa
             "NAME",
             "CLASS",
             "ENABLED",
-            "EVERY",
+            "SCHEDULE",
+            "NEXT RUN",
             "LAST STATUS",
             "LAST RUN",
         ],
         &rows,
         style,
     );
+}
+
+/// A schedule as people write it: `every 1h30m`, `cron 0 2 * * * Europe/Berlin`.
+pub fn schedule_text(schedule: &Schedule) -> String {
+    match schedule {
+        Schedule::Every(every) => format!("every {}", format_duration(*every)),
+        Schedule::Cron(cron) if cron.time_zone() == "UTC" => format!("cron {}", cron.expression()),
+        Schedule::Cron(cron) => format!("cron {} {}", cron.expression(), cron.time_zone()),
+    }
+}
+
+/// When a flow runs next, relative to `now`: `in 5m`, `due now`, `never`, `disabled`.
+fn next_run_text(flow: &DataFlow, now: DateTime<Utc>) -> String {
+    match flow.next_run_at {
+        _ if !flow.enabled => "disabled".to_owned(),
+        None => "never".to_owned(),
+        Some(at) if at <= now => "due now".to_owned(),
+        Some(at) => relative(at, now),
+    }
+}
+
+/// What `flowrun heartbeat` did: the counts, then each run it started and how it ended.
+pub fn print_heartbeat(report: &HeartbeatReport, style: &Style) {
+    let reaped = if report.runs_reaped > 0 {
+        format!(", {} abandoned runs closed", report.runs_reaped)
+    } else {
+        String::new()
+    };
+    println!(
+        "{} due, {} triggered, {} failed{reaped}",
+        report.flows_due, report.flows_triggered, report.flows_failed
+    );
+    for run in &report.triggered {
+        let (status, detail) = match &run.end {
+            Some(RunEnd::Succeeded) => (style.status(RunStatus::Success), String::new()),
+            Some(RunEnd::Failed(message)) => (
+                style.status(RunStatus::Failed),
+                format!(": {}", message.lines().next().unwrap_or_default()),
+            ),
+            None => (style.status(RunStatus::InProgress), String::new()),
+        };
+        println!("  {} run {} {status}{detail}", run.flow, run.run_id);
+    }
 }
 
 /// The `flow show` view.
@@ -264,9 +310,14 @@ pub fn print_flow(flow: &DataFlow, now: DateTime<Utc>, style: &Style) {
     );
     println!(
         "{}  {}",
-        style.bold("every:      "),
-        human_duration(flow.run_interval.as_duration())
+        style.bold("schedule:   "),
+        schedule_text(&flow.schedule)
     );
+    let next_run = match flow.next_run_at {
+        Some(at) => format!("{} ({})", at.to_rfc3339(), next_run_text(flow, now)),
+        None => next_run_text(flow, now),
+    };
+    println!("{}  {next_run}", style.bold("next run:   "));
     println!("{}  {last_run}", style.bold("last run:   "));
     println!("{}  {status}", style.bold("last status:"));
     if !flow.description.is_empty() {

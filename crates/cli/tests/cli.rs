@@ -41,7 +41,9 @@ fn sorted(keys: &[&str]) -> Vec<String> {
     keys
 }
 
-const FLOW_KEYS: [&str; 11] = [
+const FLOW_KEYS: [&str; 13] = [
+    "schedule",
+    "next_run_at",
     "id",
     "name",
     "description",
@@ -205,12 +207,22 @@ fn heartbeat_reap_and_classes_print_their_shapes() {
     let report = json(dir.path(), &["heartbeat", "--json"]);
     assert_eq!(
         keys(&report),
-        sorted(&["flows_due", "flows_triggered", "flows_failed", "timestamp"])
+        sorted(&[
+            "flows_due",
+            "flows_triggered",
+            "flows_failed",
+            "timestamp",
+            "triggered",
+            "runs"
+        ])
     );
     assert_eq!(
         (report["flows_due"].as_u64(), report["flows_failed"].as_u64()),
         (Some(2), Some(1))
     );
+    assert_eq!(report["triggered"], serde_json::json!(["a", "b"]));
+    assert_eq!(report["runs"][0]["status"], "success");
+    assert_eq!(report["runs"][1]["status"], "failed");
     assert_eq!(json(dir.path(), &["heartbeat", "--json"])["flows_due"], 0);
     assert_eq!(
         json(dir.path(), &["runs", "reap", "--json"]),

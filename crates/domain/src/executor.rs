@@ -10,12 +10,17 @@ use thiserror::Error;
 use tracing::{Instrument, info_span, warn};
 
 use crate::flow::{FlowError, FlowRegistry};
-use crate::lease_keeper::LeaseKeeper;
+use crate::lease_keeper::{Kept, LeaseKeeper};
 use crate::model::{DataFlow, DataFlowRun, LeaseOwner, RunId, RunOutcome};
 use crate::panic::{CatchPanic, catch};
-use crate::ports::{Clock, FinishRunError, RepositoryError, RunRepository, StartRun, StartRunError};
+use crate::ports::{Claim, Clock, FinishRunError, RepositoryError, RunRepository, StartRun, StartRunError};
 use crate::shutdown::{Phase, ShutdownSignal};
 use crate::trace::FlowTrace;
+
+/// The first pause before recording a run's end again after a transient database error; it doubles up
+/// to [`RECORD_RETRY_MAX_DELAY`].
+const RECORD_RETRY_FIRST_DELAY: StdDuration = StdDuration::from_millis(50);
+const RECORD_RETRY_MAX_DELAY: StdDuration = StdDuration::from_secs(5);
 
 /// This file as the debug information names it: a flow's trace stops at the executor's frames.
 pub(crate) const SOURCE_FILE: &str = file!();
@@ -44,12 +49,23 @@ impl LeaseSettings {
         }
     }
 
+    /// The longest lease accepted: a day. Renewals come every third of it, so a longer lease would only
+    /// delay the reaping of a crashed run.
+    pub const MAX_DURATION: StdDuration = StdDuration::from_secs(86_400);
+
     fn delta(&self) -> TimeDelta {
-        TimeDelta::from_std(self.duration).unwrap_or(TimeDelta::MAX)
+        TimeDelta::from_std(self.duration.min(Self::MAX_DURATION)).unwrap_or(TimeDelta::MAX)
+    }
+
+    /// When a lease taken at `now` expires; the end of the calendar if that is beyond it, so no setting
+    /// can make the arithmetic overflow.
+    pub(crate) fn expiry(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now.checked_add_signed(self.delta())
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
     fn renew_every(&self) -> StdDuration {
-        (self.duration / 3).max(StdDuration::from_millis(10))
+        (self.duration.min(Self::MAX_DURATION) / 3).max(StdDuration::from_millis(10))
     }
 }
 
@@ -308,19 +324,37 @@ impl FlowExecutor {
     /// [`ExecuteError::Failed`] carrying the flow's own error (or panic). Refuses with
     /// [`ExecuteError::AlreadyRunning`], writing nothing, while another live run holds the flow.
     pub async fn execute(&self, data_flow: &DataFlow) -> Result<DataFlowRun, ExecuteError> {
-        Execution::new(self, data_flow, None).execute().await
+        Execution::new(self, data_flow, Claim::Manual).execute().await
     }
 
     /// Like [`FlowExecutor::execute`], for the scheduler: refuses with [`ExecuteError::NotDue`], writing
-    /// nothing, unless the flow is still due at `now` as stored (another process may have just run it).
-    pub async fn execute_if_due(
-        &self,
-        data_flow: &DataFlow,
-        now: DateTime<Utc>,
-    ) -> Result<DataFlowRun, ExecuteError> {
-        Execution::new(self, data_flow, Some(data_flow.due_cutoff(now)))
-            .execute()
-            .await
+    /// nothing, unless the flow is still due as stored (another process may have just taken this slot).
+    pub async fn execute_if_due(&self, data_flow: &DataFlow) -> Result<DataFlowRun, ExecuteError> {
+        self.claim_due(data_flow).await?.finish().await
+    }
+
+    /// The scheduler's first half of [`FlowExecutor::execute_if_due`]: claims the due flow, moves its
+    /// `next_run_at` to the schedule's next slot and records the run `in_progress`, without running the
+    /// flow. The caller then runs it with [`ClaimedRun::finish`] (typically on a task of its own, so that the
+    /// loop that claims work never waits for the work). A claimed run that is dropped unfinished stays
+    /// `in_progress` until its lease expires and it is reaped.
+    pub async fn claim_due(&self, data_flow: &DataFlow) -> Result<ClaimedRun, ExecuteError> {
+        let now = self.clock.now();
+        let slot = data_flow.next_run_at.unwrap_or(now);
+        let next_run_at = data_flow.schedule.next_run_after(slot, now);
+        if next_run_at.is_none() {
+            warn!(flow = %data_flow.name, schedule = %data_flow.schedule,
+                "the schedule has no time after this run; the flow will not be due again until it is changed");
+        }
+        let leased_at = tokio::time::Instant::now();
+        let execution = Execution::new(self, data_flow, Claim::Due { next_run_at });
+        let run = execution.start().await?;
+        Ok(ClaimedRun {
+            executor: self.clone(),
+            data_flow: data_flow.clone(),
+            run,
+            leased_at,
+        })
     }
 
     /// The registry the executor builds flows from.
@@ -365,19 +399,51 @@ pub enum Req6_2_execution_steps_are_private {}
 #[allow(non_camel_case_types)]
 pub enum Req6_3_internals_are_not_exposed {}
 
+/// A run the scheduler claimed and recorded `in_progress` whose flow has not run yet: see
+/// [`FlowExecutor::claim_due`]. Owns what it needs, so it can be moved to a task of its own.
+#[derive(Debug)]
+pub struct ClaimedRun {
+    executor: FlowExecutor,
+    data_flow: DataFlow,
+    run: DataFlowRun,
+    leased_at: tokio::time::Instant,
+}
+
+impl ClaimedRun {
+    /// The run as recorded when it was claimed (`in_progress`).
+    pub fn run(&self) -> &DataFlowRun {
+        &self.run
+    }
+
+    /// The flow it runs.
+    pub fn data_flow(&self) -> &DataFlow {
+        &self.data_flow
+    }
+
+    /// Builds and runs the flow and records its end, as [`FlowExecutor::execute`] does after the start.
+    pub async fn finish(self) -> Result<DataFlowRun, ExecuteError> {
+        let execution = Execution::new(&self.executor, &self.data_flow, Claim::Manual);
+        let span = info_span!("flow_run", flow = %self.data_flow.name, run_id = self.run.id.0);
+        execution
+            .run_and_record(self.run, self.leased_at)
+            .instrument(span)
+            .await
+    }
+}
+
 /// One execution of one flow: the instance the seed's class method creates.
 struct Execution<'a> {
     executor: &'a FlowExecutor,
     data_flow: &'a DataFlow,
-    due_cutoff: Option<DateTime<Utc>>,
+    claim: Claim,
 }
 
 impl<'a> Execution<'a> {
-    fn new(executor: &'a FlowExecutor, data_flow: &'a DataFlow, due_cutoff: Option<DateTime<Utc>>) -> Self {
+    fn new(executor: &'a FlowExecutor, data_flow: &'a DataFlow, claim: Claim) -> Self {
         Self {
             executor,
             data_flow,
-            due_cutoff,
+            claim,
         }
     }
 
@@ -388,11 +454,23 @@ impl<'a> Execution<'a> {
             let leased_at = tokio::time::Instant::now();
             let run = self.start().await?;
             tracing::Span::current().record("run_id", run.id.0);
-            let result = self.run_flow(&run, leased_at).await;
-            self.record(run, result).await
+            self.run_and_record(run, leased_at).await
         }
         .instrument(span)
         .await
+    }
+
+    /// Runs the started flow and records its end, keeping the run's lease (taken at `leased_at`) alive for
+    /// both: a recording that has to wait for the database must not let the run look abandoned.
+    async fn run_and_record(
+        &self,
+        run: DataFlowRun,
+        leased_at: tokio::time::Instant,
+    ) -> Result<DataFlowRun, ExecuteError> {
+        // Before the build: a slow constructor is as much the run's time as the flow itself.
+        let lease = self.executor.keeper.keep(run.id, leased_at);
+        let result = self.run_flow(&lease).await;
+        self.record(run, result, &lease).await
     }
 
     /// Creates the run (`pending`, then `in_progress`). A flow held by a run whose lease has expired is
@@ -412,15 +490,15 @@ impl<'a> Execution<'a> {
                 data_flow_id: self.data_flow.id,
                 started_at: now,
                 lease_owner: self.executor.lease.owner.clone(),
-                lease_expires_at: now + self.executor.lease.delta(),
-                due_cutoff: self.due_cutoff,
+                lease_expires_at: self.executor.lease.expiry(now),
+                claim: self.claim,
             };
             let active = match runs.start_run(request).await {
                 Ok(run) => return Ok(run),
                 Err(StartRunError::Busy(active)) => active,
-                // Without a due cutoff, "not due" means the holding run ended between the refused claim and
+                // For a manual start, "not due" means the holding run ended between the refused claim and
                 // the read that explained it: the flow is free now, so claim again (a bounded number of times).
-                Err(StartRunError::NotDue) if self.due_cutoff.is_none() && attempts < 3 => {
+                Err(StartRunError::NotDue) if self.claim == Claim::Manual && attempts < 3 => {
                     attempts += 1;
                     continue;
                 }
@@ -459,13 +537,11 @@ impl<'a> Execution<'a> {
         }
     }
 
-    /// Builds the flow and runs it, keeping the run's lease (taken at `leased_at`) alive meanwhile.
+    /// Builds the flow and runs it while `renewal` keeps the run's lease alive.
     ///
     /// The lease's renewal timer is armed only once the flow yields, so a flow that finishes within its first
     /// poll (nothing to do, a quick failure) never arms one (see `lease_keeper`).
-    async fn run_flow(&self, run: &DataFlowRun, leased_at: tokio::time::Instant) -> Result<(), FlowFailure> {
-        // Before the build: a slow constructor is as much the run's time as the flow itself.
-        let renewal = self.executor.keeper.keep(run.id, leased_at);
+    async fn run_flow(&self, renewal: &Kept) -> Result<(), FlowFailure> {
         let class = self
             .data_flow
             .flow_class()
@@ -497,10 +573,15 @@ impl<'a> Execution<'a> {
     }
 
     /// Records the end on the run and the flow in one step, then hands the flow's failure back.
+    ///
+    /// A transient database error (connection lost, busy, deadlock) is retried with backoff while the lease
+    /// is kept: the outcome is only given up once a whole lease length has passed, since by then the run
+    /// may have been reaped anyway.
     async fn record(
         &self,
         run: DataFlowRun,
         result: Result<(), FlowFailure>,
+        lease: &Kept,
     ) -> Result<DataFlowRun, ExecuteError> {
         let ended_at = self.executor.clock.now();
         let outcome = match &result {
@@ -508,11 +589,38 @@ impl<'a> Execution<'a> {
             Err(failure) => RunOutcome::failure(ended_at, failure.message(), failure.report()),
         };
         let run_id = run.id;
-        let recorded = self
-            .executor
-            .runs
-            .finish_run(run_id, self.data_flow.id, outcome.clone())
-            .await;
+        let give_up_at =
+            tokio::time::Instant::now() + self.executor.lease.duration.min(LeaseSettings::MAX_DURATION);
+        let mut delay = RECORD_RETRY_FIRST_DELAY;
+        let mut retried = false;
+        let recorded = loop {
+            let attempt = self
+                .executor
+                .runs
+                .finish_run(run_id, self.data_flow.id, outcome.clone())
+                .await;
+            match attempt {
+                Err(FinishRunError::Repository(error))
+                    if error.is_transient() && tokio::time::Instant::now() + delay < give_up_at =>
+                {
+                    warn!(%error, retry_in_ms = delay.as_millis() as u64,
+                        "could not record the end of the run; trying again");
+                    lease.arm();
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(RECORD_RETRY_MAX_DELAY);
+                    retried = true;
+                }
+                // The previous attempt was committed but its answer lost with the connection: the run holds
+                // exactly this outcome's status already (a reaper never records a success, and a reaped run
+                // would have needed this lease to lapse while it was being kept).
+                Err(FinishRunError::NotInProgress { ref status, .. })
+                    if retried && status == outcome.status.as_str() =>
+                {
+                    break Ok(());
+                }
+                other => break other,
+            }
+        };
         match (recorded, result) {
             (Ok(()), Ok(())) => Ok(run.finished(&outcome)),
             (Ok(()), Err(failure)) => {

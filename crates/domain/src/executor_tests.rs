@@ -19,7 +19,7 @@ use crate::model::{
     RunStatus,
 };
 use crate::ports::{
-    ActiveRun, FinishRunError, MockClock, MockRunRepository, RepositoryError, RunFilter, RunRecord,
+    ActiveRun, Claim, FinishRunError, MockClock, MockRunRepository, RepositoryError, RunFilter, RunRecord,
     RunRepository, StartRun, StartRunError,
 };
 
@@ -47,7 +47,8 @@ fn data_flow(configuration: Value) -> DataFlow {
         description: String::new(),
         enabled: true,
         configuration,
-        run_interval: RunInterval::DEFAULT,
+        schedule: RunInterval::DEFAULT.schedule(),
+        next_run_at: Some(at(0)),
         last_run_at: None,
         last_run_status: None,
         created_at: at(0),
@@ -378,7 +379,7 @@ async fn req2_4_run_is_associated_with_the_data_flow() {
     let mut h = Harness::new();
     h.runs
         .expect_start_run()
-        .withf(|request| request.data_flow_id == FLOW_ID && request.due_cutoff.is_none())
+        .withf(|request| request.data_flow_id == FLOW_ID && request.claim == Claim::Manual)
         .times(1)
         .returning(|request| Ok(in_progress_run(&request)));
     h.expect_build(|| Behaviour::Succeed);
@@ -649,16 +650,22 @@ async fn req6_4_all_database_updates_happen_inside_execute() {
 async fn req6_5_scheduled_execution_goes_through_the_same_lifecycle() {
     let mut h = Harness::new();
     let flow = data_flow(json!("Copy"));
-    let cutoff = flow.due_cutoff(at(30));
+    // Due since at(0), hourly: the claim moves the next run to the next slot of the schedule.
+    let next = at(0) + chrono::TimeDelta::hours(1);
     h.runs
         .expect_start_run()
-        .withf(move |request| request.due_cutoff == Some(cutoff))
+        .withf(move |request| {
+            request.claim
+                == Claim::Due {
+                    next_run_at: Some(next),
+                }
+        })
         .times(1)
         .returning(|request| Ok(in_progress_run(&request)));
     h.expect_build(|| Behaviour::Succeed);
     h.expect_finish();
     let (executor, events, _) = h.executor();
-    executor.execute_if_due(&flow, at(30)).await.expect("succeeds");
+    executor.execute_if_due(&flow).await.expect("succeeds");
     assert_eq!(
         events.list(),
         [
@@ -759,8 +766,8 @@ async fn a_recording_failure_does_not_mask_the_flows_error() {
     h.expect_start();
     h.expect_build(|| Behaviour::Fail);
     h.runs.expect_finish_run().times(1).returning(|_, _, _| {
-        Err(FinishRunError::Repository(RepositoryError::Unavailable(
-            "connection reset".into(),
+        Err(FinishRunError::Repository(RepositoryError::Database(
+            "disk I/O error: connection reset".into(),
         )))
     });
     let (executor, _, _) = h.executor();
@@ -778,6 +785,112 @@ async fn a_recording_failure_does_not_mask_the_flows_error() {
             .and_then(|e| e.downcast_ref::<CopyFailed>())
             .is_some()
     );
+}
+
+/// Finishes that fail with `error` for the first `failures` calls, then succeed; counts the calls.
+fn finishes_failing_first(
+    h: &mut Harness,
+    failures: usize,
+    error: fn() -> FinishRunError,
+) -> Arc<AtomicUsize> {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    h.runs.expect_finish_run().returning(move |_, _, _| {
+        if counted.fetch_add(1, Ordering::SeqCst) < failures {
+            Err(error())
+        } else {
+            Ok(())
+        }
+    });
+    h.runs.expect_renew_lease().returning(|_, _| Ok(true));
+    calls
+}
+
+fn connection_lost() -> FinishRunError {
+    FinishRunError::Repository(RepositoryError::Unavailable("connection reset by peer".into()))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_connection_while_recording_the_end_is_retried_and_the_real_outcome_kept() {
+    // Seen with PostgreSQL connections killed mid-run: successful runs were left to be reaped as failed.
+    let mut h = Harness::new();
+    h.expect_start();
+    h.expect_build(|| Behaviour::Succeed);
+    let calls = finishes_failing_first(&mut h, 2, connection_lost);
+    let (executor, _, _) = h.executor();
+    let run = executor
+        .execute(&data_flow(json!("Copy")))
+        .await
+        .expect("recorded on the third try");
+    assert_eq!(run.status, RunStatus::Success);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_database_while_recording_the_end_is_retried_too() {
+    let mut h = Harness::new();
+    h.expect_start();
+    h.expect_build(|| Behaviour::Fail);
+    let calls = finishes_failing_first(&mut h, 1, || {
+        FinishRunError::Repository(RepositoryError::Conflict("database is locked".into()))
+    });
+    let (executor, _, _) = h.executor();
+    let error = executor
+        .execute(&data_flow(json!("Copy")))
+        .await
+        .expect_err("the flow failed");
+    assert!(matches!(error, ExecuteError::Failed { .. }), "{error:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn recording_is_given_up_once_a_lease_length_has_passed() {
+    let mut h = Harness::new();
+    h.expect_start();
+    h.expect_build(|| Behaviour::Succeed);
+    let calls = finishes_failing_first(&mut h, usize::MAX, connection_lost);
+    let (executor, _, _) = h.executor_with_lease(Duration::from_secs(60));
+    let began = tokio::time::Instant::now();
+    let error = executor
+        .execute(&data_flow(json!("Copy")))
+        .await
+        .expect_err("never recorded");
+    assert!(matches!(error, ExecuteError::Record { .. }), "{error:?}");
+    let waited = began.elapsed();
+    assert!(
+        waited <= Duration::from_secs(60) && waited >= Duration::from_secs(50),
+        "{waited:?}"
+    );
+    // 50 ms doubling to a 5 s cap: a handful of quick tries, then one every 5 s.
+    let tries = calls.load(Ordering::SeqCst);
+    assert!((10..=25).contains(&tries), "{tries}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_end_committed_before_its_answer_was_lost_is_not_reported_as_superseded() {
+    let mut h = Harness::new();
+    h.expect_start();
+    h.expect_build(|| Behaviour::Succeed);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    h.runs.expect_finish_run().returning(move |run_id, _, _| {
+        if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+            Err(connection_lost())
+        } else {
+            Err(FinishRunError::NotInProgress {
+                run_id,
+                status: "success".to_owned(),
+            })
+        }
+    });
+    h.runs.expect_renew_lease().returning(|_, _| Ok(true));
+    let (executor, _, _) = h.executor();
+    let run = executor
+        .execute(&data_flow(json!("Copy")))
+        .await
+        .expect("the first try was committed");
+    assert_eq!(run.status, RunStatus::Success);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]

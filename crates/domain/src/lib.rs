@@ -4,27 +4,31 @@
 //! Nothing here knows about databases, HTTP or the command line; adapters implement the ports in
 //! `flowrun-infra`. With the `mock` feature the ports come with mockall mocks (`MockRunRepository`, …).
 
+pub mod duration;
 pub mod executor;
 pub mod flow;
 mod lease_keeper;
 pub mod model;
 mod panic;
 pub mod ports;
+pub mod schedule;
 pub mod scheduler;
 pub mod shutdown;
 pub mod trace;
 
-pub use executor::{ExecuteError, FlowExecutor, FlowFailure, FlowPanic, LeaseSettings};
+pub use duration::{DurationError, MAX_DURATION_SECS, format_duration, parse_duration};
+pub use executor::{ClaimedRun, ExecuteError, FlowExecutor, FlowFailure, FlowPanic, LeaseSettings};
 pub use flow::{BuildFlowError, ClassRegistry, Flow, FlowError, FlowMessage, FlowRegistry};
 pub use model::{
     ConfigurationError, DataFlow, DataFlowId, DataFlowRun, FlowName, LastRunStatus, LeaseOwner, NewDataFlow,
     RunId, RunInterval, RunOutcome, RunStatus, ValidationError,
 };
 pub use ports::{
-    ActiveRun, Clock, CreateDataFlowError, DataFlowRepository, FinishRunError, RepositoryError, RunFilter,
-    RunRecord, RunRepository, StartRun, StartRunError,
+    ActiveRun, Claim, Clock, CreateDataFlowError, DataFlowRepository, FinishRunError, RepositoryError,
+    RunFilter, RunRecord, RunRepository, StartRun, StartRunError,
 };
-pub use scheduler::{CycleError, HeartbeatReport, Scheduler};
+pub use schedule::{CronSchedule, MAX_INTERVAL_SECS, MAX_UPCOMING, Schedule, ScheduleError};
+pub use scheduler::{CycleError, CycleHealth, Dispatch, HeartbeatReport, RunEnd, Scheduler, TriggeredRun};
 pub use shutdown::{Phase, ShutdownController, ShutdownSignal};
 pub use trace::{FlowTrace, TraceEnd, TraceFrame};
 

@@ -7,6 +7,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Duration, Utc};
+
+use crate::schedule::Schedule;
 use serde_json::Value;
 use thiserror::Error;
 
@@ -48,6 +50,12 @@ pub enum ValidationError {
     /// The run interval is zero or negative.
     #[error("the run interval must be a positive number of seconds, got {0}")]
     NonPositiveInterval(i64),
+    /// The run interval is longer than a hundred years.
+    #[error(
+        "the run interval of {0} seconds is too long; at most {max} seconds (100 years) are allowed",
+        max = crate::schedule::MAX_INTERVAL_SECS
+    )]
+    IntervalTooLong(i64),
     /// The configuration names no flow class.
     #[error("{0}")]
     Configuration(#[from] ConfigurationError),
@@ -103,7 +111,9 @@ impl fmt::Display for FlowName {
     }
 }
 
-/// How long after its last run a flow is due again. Always positive.
+/// Seconds between a flow's scheduled runs: at least one second, at most
+/// [`MAX_INTERVAL_SECS`](crate::schedule::MAX_INTERVAL_SECS) (a hundred years), so every time computed
+/// from it stays within the calendar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RunInterval(i64);
 
@@ -111,10 +121,12 @@ impl RunInterval {
     /// The interval a flow gets when none is given: one hour.
     pub const DEFAULT: RunInterval = RunInterval(3600);
 
-    /// Parses a number of seconds; zero and negative values are refused.
+    /// Parses a number of seconds; zero, negative and out-of-range values are refused.
     pub fn from_secs(secs: i64) -> Result<Self, ValidationError> {
         if secs <= 0 {
             Err(ValidationError::NonPositiveInterval(secs))
+        } else if secs > crate::schedule::MAX_INTERVAL_SECS {
+            Err(ValidationError::IntervalTooLong(secs))
         } else {
             Ok(Self(secs))
         }
@@ -125,9 +137,10 @@ impl RunInterval {
         self.0
     }
 
-    /// The interval as a chrono duration.
-    pub fn as_duration(self) -> Duration {
-        Duration::seconds(self.0)
+    /// The schedule that runs a flow every this many seconds.
+    pub fn schedule(self) -> Schedule {
+        // In range by construction, and positive, so the conversion is exact.
+        Schedule::Every(std::time::Duration::from_secs(self.0.unsigned_abs()))
     }
 }
 
@@ -259,8 +272,8 @@ pub struct NewDataFlow {
     pub enabled: bool,
     /// The flow's configuration, naming its class.
     pub configuration: Value,
-    /// How often the scheduler runs it.
-    pub run_interval: RunInterval,
+    /// When the scheduler runs it.
+    pub schedule: Schedule,
 }
 
 impl NewDataFlow {
@@ -270,7 +283,7 @@ impl NewDataFlow {
         description: impl Into<String>,
         enabled: bool,
         configuration: Value,
-        run_interval: RunInterval,
+        schedule: Schedule,
     ) -> Result<Self, ValidationError> {
         class_name_of(&configuration)?;
         Ok(Self {
@@ -278,7 +291,7 @@ impl NewDataFlow {
             description: description.into(),
             enabled,
             configuration,
-            run_interval,
+            schedule,
         })
     }
 }
@@ -296,8 +309,10 @@ pub struct DataFlow {
     pub enabled: bool,
     /// The flow's configuration: an object with `class_name` and the class's settings, or a class name.
     pub configuration: Value,
-    /// How often the scheduler runs it.
-    pub run_interval: RunInterval,
+    /// When the scheduler runs it.
+    pub schedule: Schedule,
+    /// When it is next due; `None` when its schedule has no next time (never due until it is changed).
+    pub next_run_at: Option<DateTime<Utc>>,
     /// When its last run ended.
     pub last_run_at: Option<DateTime<Utc>>,
     /// How its last run ended.
@@ -315,15 +330,9 @@ impl DataFlow {
         class_name_of(&self.configuration)
     }
 
-    /// Whether the scheduler should run this flow at `now`: enabled, and never run or last run at least one
-    /// interval ago.
+    /// Whether the scheduler should run this flow at `now`: enabled, and its next run time has come.
     pub fn is_due(&self, now: DateTime<Utc>) -> bool {
-        self.enabled && self.last_run_at.is_none_or(|last| last <= self.due_cutoff(now))
-    }
-
-    /// The latest `last_run_at` for which the flow is due at `now`.
-    pub fn due_cutoff(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        now - self.run_interval.as_duration()
+        self.enabled && self.next_run_at.is_some_and(|next| next <= now)
     }
 }
 
@@ -465,6 +474,17 @@ mod tests {
     }
 
     #[test]
+    fn run_intervals_beyond_a_hundred_years_are_refused() {
+        // Seen in the wild: 10^13 s was accepted, then every scheduler cycle panicked on date arithmetic.
+        assert_eq!(
+            RunInterval::from_secs(10_000_000_000_000),
+            Err(ValidationError::IntervalTooLong(10_000_000_000_000))
+        );
+        assert!(RunInterval::from_secs(i64::MAX).is_err());
+        assert!(RunInterval::from_secs(crate::schedule::MAX_INTERVAL_SECS).is_ok());
+    }
+
+    #[test]
     fn statuses_have_exact_string_forms_both_ways() {
         for status in RunStatus::ALL {
             assert_eq!(status.as_str().parse::<RunStatus>(), Ok(status));
@@ -500,7 +520,7 @@ mod tests {
     #[test]
     fn new_flows_refuse_configurations_without_a_class() {
         let name = FlowName::parse("f").expect("valid name");
-        let err = NewDataFlow::new(name, "", true, json!(42), RunInterval::DEFAULT);
+        let err = NewDataFlow::new(name, "", true, json!(42), RunInterval::DEFAULT.schedule());
         assert_eq!(
             err,
             Err(ValidationError::Configuration(ConfigurationError::NotAnObject(

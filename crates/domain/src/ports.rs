@@ -23,6 +23,11 @@ pub enum RepositoryError {
     /// The database could not be reached, or the connection broke.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] Box<dyn StdError + Send + Sync + 'static>),
+    /// The database refused the statement for now because of other work: busy or locked (SQLite), a lock
+    /// wait timeout, or a transaction rolled back to break a deadlock or a serialization conflict. Nothing
+    /// was written; the same work may succeed when tried again.
+    #[error("database busy: {0}")]
+    Conflict(#[source] Box<dyn StdError + Send + Sync + 'static>),
     /// The database answered with an error.
     #[error("database error: {0}")]
     Database(#[source] Box<dyn StdError + Send + Sync + 'static>),
@@ -34,6 +39,14 @@ pub enum RepositoryError {
         /// What was wrong with it.
         reason: String,
     },
+}
+
+impl RepositoryError {
+    /// Whether trying the same work again later may succeed: the database was unreachable or busy, not
+    /// wrong.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Conflict(_))
+    }
 }
 
 /// Why a data flow could not be created.
@@ -76,7 +89,10 @@ pub trait DataFlowRepository: Send + Sync {
     /// Deletes a flow and, by cascade, its runs. Returns whether it existed.
     async fn delete(&self, name: &str) -> Result<bool, RepositoryError>;
 
-    /// Flows due at `now`: enabled, not running, and never run or last run at least one interval ago.
+    /// Flows due at `now`: enabled, not running, and `next_run_at <= now`, soonest first.
+    ///
+    /// A row that cannot be read back as a flow (a value corrupted by hand) MUST be skipped, not fail the
+    /// call: one bad row must not stop the others from being scheduled.
     async fn list_due(&self, now: DateTime<Utc>) -> Result<Vec<DataFlow>, RepositoryError>;
 }
 
@@ -85,15 +101,31 @@ pub trait DataFlowRepository: Send + Sync {
 pub struct StartRun {
     /// The flow to run.
     pub data_flow_id: DataFlowId,
-    /// The run's `started_at` (and `created_at`).
+    /// The time the start was asked for, from the [`Clock`]. The run's `started_at` (and `created_at`) is
+    /// the time the claim was granted: an adapter that can wait for the database (a lock, a busy pool)
+    /// MUST read its clock again once the claim is granted and shift `started_at` and
+    /// `lease_expires_at` by the wait, so that one flow's runs never overlap in the record.
     pub started_at: DateTime<Utc>,
     /// Who runs it.
     pub lease_owner: LeaseOwner,
-    /// Until when the run counts as alive without renewal.
+    /// Until when the run counts as alive without renewal, counted from `started_at`.
     pub lease_expires_at: DateTime<Utc>,
-    /// When set, the run starts only if the flow's `last_run_at` is null or not later than this instant —
-    /// the scheduler's guard against running a flow twice in one interval.
-    pub due_cutoff: Option<DateTime<Utc>>,
+    /// Whether the run is started by hand or because the flow is due.
+    pub claim: Claim,
+}
+
+/// How a start claims its flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Run now, whatever the schedule says; the schedule is left as it is.
+    Manual,
+    /// The scheduler's start: only while the flow is enabled and `next_run_at <= started_at`, and the
+    /// claim moves `next_run_at` to this value in the same statement, so however many schedulers share
+    /// the database, one slot starts one run.
+    Due {
+        /// The flow's next run time after this one; `None` when its schedule has no next time.
+        next_run_at: Option<DateTime<Utc>>,
+    },
 }
 
 /// The run that holds a flow, reported when another start is refused.
@@ -113,7 +145,7 @@ pub enum StartRunError {
     /// Another run of the flow holds it.
     #[error("already running since {} (run {})", .0.started_at.to_rfc3339(), .0.run_id)]
     Busy(ActiveRun),
-    /// [`StartRun::due_cutoff`] was set and the flow ran more recently.
+    /// A [`Claim::Due`] start, and the flow is disabled or not due (another scheduler took this slot).
     #[error("not due")]
     NotDue,
     /// The flow does not exist (any more).
@@ -168,7 +200,7 @@ pub struct RunRecord {
 #[async_trait]
 pub trait RunRepository: Send + Sync {
     /// Starts a run, in one transaction: claims the flow (refusing if a run holds it, or if it is not due
-    /// by [`StartRun::due_cutoff`]), inserts the run as `pending` with `started_at`, moves it to
+    /// for a [`Claim::Due`] start, which also moves its `next_run_at`), inserts the run as `pending` with `started_at`, moves it to
     /// `in_progress` and marks it as the flow's active run. Returns the run as stored (`in_progress`).
     ///
     /// MUST return [`StartRunError::Busy`] when another run holds the flow (even one whose lease expired and

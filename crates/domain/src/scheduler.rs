@@ -1,28 +1,60 @@
-//! The scheduler use case: one heartbeat cycle runs every due flow once.
+//! The scheduler use case: claim the due flows and run each on a task of its own, under a per-process limit
+//! of flows running at once.
+//!
+//! The loop that claims work never waits for the work: [`Scheduler::dispatch`] returns as soon as the due
+//! flows it had room for are claimed and started, so a long flow holds only its own slot and never delays
+//! the next cycle. [`Scheduler::run_cycle`] is the one-shot form for a process that is itself the runner
+//! (`flowrun heartbeat`): it waits for a slot for every due flow and then for every run it started.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use thiserror::Error;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::executor::{ExecuteError, FlowExecutor};
+use crate::model::{DataFlowRun, FlowName, RunId};
 use crate::ports::{Clock, DataFlowRepository, RepositoryError, RunRepository};
+
+/// How a run started by a cycle ended, once it has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunEnd {
+    /// Recorded `success`.
+    Succeeded,
+    /// Recorded `failed` with this message, or could not be recorded (then the message says so).
+    Failed(String),
+}
+
+/// A run a cycle started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TriggeredRun {
+    /// The flow.
+    pub flow: FlowName,
+    /// The run, recorded `in_progress` when the cycle started it.
+    pub run_id: RunId,
+    /// How it ended; `None` while it runs (a [`Scheduler::dispatch`] answers before its runs end).
+    pub end: Option<RunEnd>,
+}
 
 /// What one cycle did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeartbeatReport {
     /// Flows found due when the cycle began.
     pub flows_due: usize,
-    /// Runs this cycle started (a due flow another process claimed first is not counted).
+    /// Runs this cycle started (a due flow another process claimed first, or left for a later cycle for
+    /// want of a free slot, is not counted).
     pub flows_triggered: usize,
-    /// Of those, runs that failed.
+    /// Due flows whose run could not be started because of an error, plus started runs known to have
+    /// failed (only [`Scheduler::run_cycle`] knows how its runs ended).
     pub flows_failed: usize,
     /// Abandoned runs closed at the start of the cycle.
     pub runs_reaped: usize,
     /// When the cycle began.
     pub timestamp: DateTime<Utc>,
+    /// The runs started, in the order they were claimed.
+    pub triggered: Vec<TriggeredRun>,
 }
 
 /// Why a cycle could not run at all. A single flow's failure is never one of these.
@@ -33,30 +65,75 @@ pub enum CycleError {
     Repository(#[from] RepositoryError),
 }
 
-/// Runs due flows through the [`FlowExecutor`], never one flow twice at once nor twice in one interval,
-/// however many schedulers share the database: each start is claimed atomically by the run repository.
+/// How the scheduler's cycles have been going, for health checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CycleHealth {
+    /// When the last cycle that completed began.
+    pub last_success: Option<DateTime<Utc>>,
+    /// When the last failed cycle began, and why it failed.
+    pub last_failure: Option<(DateTime<Utc>, String)>,
+    /// Failed cycles since the last one that completed.
+    pub consecutive_failures: u32,
+}
+
+/// The runs a [`Scheduler::dispatch`] started, still running on their own tasks.
+#[derive(Debug)]
+pub struct Dispatch {
+    /// The cycle's report, as of the moment every run was started.
+    pub report: HeartbeatReport,
+    running: Vec<(usize, JoinHandle<Result<DataFlowRun, ExecuteError>>)>,
+}
+
+impl Dispatch {
+    /// Waits for every run this dispatch started and fills in how each ended.
+    pub async fn wait(mut self) -> HeartbeatReport {
+        for (index, handle) in self.running {
+            let end = match handle.await {
+                Ok(Ok(_)) => RunEnd::Succeeded,
+                Ok(Err(error)) => RunEnd::Failed(error.to_string()),
+                Err(join) => RunEnd::Failed(format!("the run's task ended abnormally: {join}")),
+            };
+            if matches!(end, RunEnd::Failed(_)) {
+                self.report.flows_failed += 1;
+            }
+            if let Some(run) = self.report.triggered.get_mut(index) {
+                run.end = Some(end);
+            }
+        }
+        self.report
+    }
+}
+
+/// Runs due flows through the [`FlowExecutor`], never one flow twice at once nor twice for one slot of its
+/// schedule, however many schedulers share the database: each start is claimed atomically by the run
+/// repository, which also moves the flow's `next_run_at`.
 #[derive(Clone)]
 pub struct Scheduler {
     flows: Arc<dyn DataFlowRepository>,
     runs: Arc<dyn RunRepository>,
     executor: FlowExecutor,
     clock: Arc<dyn Clock>,
-    max_concurrent: usize,
+    slots: Arc<Semaphore>,
+    concurrency: usize,
+    health: Arc<Mutex<CycleHealth>>,
 }
 
 impl std::fmt::Debug for Scheduler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Scheduler")
-            .field("max_concurrent", &self.max_concurrent)
+            .field("concurrency", &self.concurrency)
+            .field("free_slots", &self.slots.available_permits())
             .finish_non_exhaustive()
     }
 }
 
 impl Scheduler {
-    /// Flows run at once by one cycle when not configured.
-    pub const DEFAULT_MAX_CONCURRENT: usize = 4;
+    /// Flows run at once by one process when not configured.
+    pub const DEFAULT_CONCURRENCY: usize = 16;
+    /// The most flows one process may be configured to run at once.
+    pub const MAX_CONCURRENCY: usize = 10_000;
 
-    /// A scheduler over these ports.
+    /// A scheduler over these ports, running at most [`Scheduler::DEFAULT_CONCURRENCY`] flows at once.
     pub fn new(
         flows: Arc<dyn DataFlowRepository>,
         runs: Arc<dyn RunRepository>,
@@ -68,21 +145,98 @@ impl Scheduler {
             runs,
             executor,
             clock,
-            max_concurrent: Self::DEFAULT_MAX_CONCURRENT,
+            slots: Arc::new(Semaphore::new(Self::DEFAULT_CONCURRENCY)),
+            concurrency: Self::DEFAULT_CONCURRENCY,
+            health: Arc::default(),
         }
     }
 
-    /// Sets how many flows one cycle runs at once (at least one).
-    pub fn with_max_concurrent(mut self, max_concurrent: usize) -> Self {
-        self.max_concurrent = max_concurrent.max(1);
+    /// Sets how many flows this scheduler runs at once, clamped to `1..=MAX_CONCURRENCY`. Clones made
+    /// afterwards share the slots.
+    pub fn with_concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency.clamp(1, Self::MAX_CONCURRENCY);
+        self.slots = Arc::new(Semaphore::new(self.concurrency));
         self
     }
 
-    /// One cycle: close abandoned runs, find the due flows, execute each one that is still due when
-    /// claimed. One flow's failure never stops the others.
+    /// How many flows this scheduler runs at once at most.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    /// How many of its runs are running now.
+    pub fn running(&self) -> usize {
+        self.concurrency - self.slots.available_permits()
+    }
+
+    /// One cycle for a long-lived process: closes abandoned runs, claims as many due flows as there are
+    /// free slots, starts each on a task of its own and returns at once. Due flows left for want of a slot
+    /// stay due for the next cycle. One flow's failure never stops the others.
+    #[tracing::instrument(skip(self))]
+    pub async fn dispatch(&self) -> Result<Dispatch, CycleError> {
+        self.cycle(false).await
+    }
+
+    /// One whole cycle for a one-shot process: like [`Scheduler::dispatch`], but waits for a free slot for
+    /// every due flow, then for every run it started, and reports how each ended.
     #[tracing::instrument(skip(self))]
     pub async fn run_cycle(&self) -> Result<HeartbeatReport, CycleError> {
+        Ok(self.cycle(true).await?.wait().await)
+    }
+
+    /// Waits until none of this scheduler's runs is running.
+    pub async fn wait_idle(&self) {
+        let all = u32::try_from(self.concurrency).unwrap_or(u32::MAX);
+        // The semaphore is never closed, so acquiring can only wait, not fail.
+        let _all = self.slots.acquire_many(all).await;
+    }
+
+    /// How the cycles of this scheduler (and its clones) have been going.
+    pub fn health(&self) -> CycleHealth {
+        self.health.lock().map(|h| h.clone()).unwrap_or_default()
+    }
+
+    /// Records a cycle that failed outside [`Scheduler::dispatch`]'s own error handling (a panic the
+    /// caller caught), so health checks see it.
+    pub fn note_failed_cycle(&self, reason: impl Into<String>) {
+        self.note(Err(reason.into()), self.clock.now());
+    }
+
+    fn note(&self, result: Result<(), String>, at: DateTime<Utc>) {
+        // A poisoned lock only means a panic while holding it; the data is plain values, still usable.
+        let mut health = self
+            .health
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match result {
+            Ok(()) => {
+                health.last_success = Some(at);
+                health.consecutive_failures = 0;
+            }
+            Err(reason) => {
+                health.last_failure = Some((at, reason));
+                health.consecutive_failures = health.consecutive_failures.saturating_add(1);
+            }
+        }
+    }
+
+    /// Closes abandoned runs now; returns how many.
+    pub async fn reap(&self) -> Result<usize, RepositoryError> {
+        Ok(self.runs.reap_expired(self.clock.now(), None).await?.len())
+    }
+
+    async fn cycle(&self, wait_for_slots: bool) -> Result<Dispatch, CycleError> {
         let now = self.clock.now();
+        let result = self.claim_and_start(now, wait_for_slots).await;
+        self.note(result.as_ref().map(|_| ()).map_err(ToString::to_string), now);
+        result
+    }
+
+    async fn claim_and_start(
+        &self,
+        now: DateTime<Utc>,
+        wait_for_slots: bool,
+    ) -> Result<Dispatch, CycleError> {
         let reaped = self.runs.reap_expired(now, None).await?;
         for run in &reaped {
             warn!(
@@ -92,57 +246,63 @@ impl Scheduler {
             );
         }
         let due = self.flows.list_due(now).await?;
-        let flows_due = due.len();
-        let outcomes: Vec<Outcome> = futures::stream::iter(due)
-            .map(|flow| async move {
-                match self.executor.execute_if_due(&flow, now).await {
-                    Ok(_) => Outcome::Succeeded,
-                    Err(
-                        ExecuteError::AlreadyRunning { .. }
-                        | ExecuteError::NotDue { .. }
-                        | ExecuteError::FlowNotFound { .. }
-                        | ExecuteError::ShuttingDown { .. },
-                    ) => Outcome::Skipped,
-                    Err(error @ ExecuteError::Start { .. }) => {
-                        warn!(flow = %flow.name, %error, "could not start a due flow");
-                        Outcome::Skipped
-                    }
-                    Err(error) => {
-                        warn!(flow = %flow.name, %error, "due flow failed");
-                        Outcome::Failed
-                    }
-                }
-            })
-            .buffer_unordered(self.max_concurrent)
-            .collect()
-            .await;
-        let flows_triggered = outcomes.iter().filter(|o| **o != Outcome::Skipped).count();
-        let flows_failed = outcomes.iter().filter(|o| **o == Outcome::Failed).count();
-        info!(
-            flows_due,
-            flows_triggered,
-            flows_failed,
-            runs_reaped = reaped.len(),
-            "scheduler cycle done"
-        );
-        Ok(HeartbeatReport {
-            flows_due,
-            flows_triggered,
-            flows_failed,
+        let mut report = HeartbeatReport {
+            flows_due: due.len(),
+            flows_triggered: 0,
+            flows_failed: 0,
             runs_reaped: reaped.len(),
             timestamp: now,
-        })
+            triggered: Vec::new(),
+        };
+        let mut running = Vec::new();
+        for flow in due {
+            let Some(slot) = self.slot(wait_for_slots).await else {
+                info!("no free slot: the remaining due flows wait for the next cycle");
+                break;
+            };
+            match self.executor.claim_due(&flow).await {
+                Ok(claimed) => {
+                    let run_id = claimed.run().id;
+                    running.push((
+                        report.triggered.len(),
+                        tokio::spawn(async move {
+                            let _slot = slot;
+                            claimed.finish().await
+                        }),
+                    ));
+                    report.triggered.push(TriggeredRun {
+                        flow: flow.name,
+                        run_id,
+                        end: None,
+                    });
+                }
+                Err(
+                    ExecuteError::AlreadyRunning { .. }
+                    | ExecuteError::NotDue { .. }
+                    | ExecuteError::FlowNotFound { .. }
+                    | ExecuteError::ShuttingDown { .. },
+                ) => {}
+                Err(error) => {
+                    warn!(flow = %flow.name, %error, "could not start a due flow");
+                    report.flows_failed += 1;
+                }
+            }
+        }
+        report.flows_triggered = report.triggered.len();
+        info!(
+            flows_due = report.flows_due,
+            flows_triggered = report.flows_triggered,
+            runs_reaped = report.runs_reaped,
+            "scheduler cycle dispatched"
+        );
+        Ok(Dispatch { report, running })
     }
 
-    /// Closes abandoned runs now; returns how many.
-    pub async fn reap(&self) -> Result<usize, RepositoryError> {
-        Ok(self.runs.reap_expired(self.clock.now(), None).await?.len())
+    async fn slot(&self, wait: bool) -> Option<OwnedSemaphorePermit> {
+        if wait {
+            Arc::clone(&self.slots).acquire_owned().await.ok()
+        } else {
+            Arc::clone(&self.slots).try_acquire_owned().ok()
+        }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Succeeded,
-    Failed,
-    Skipped,
 }

@@ -8,8 +8,9 @@ use flowrun_domain::{
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, SqlErr,
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, SqlErr,
 };
+use tracing::warn;
 
 use crate::entity::data_flow;
 use crate::mapping::{self, repository_error};
@@ -34,13 +35,18 @@ fn all(models: Vec<data_flow::Model>) -> Result<Vec<DataFlow>, RepositoryError> 
 #[async_trait]
 impl DataFlowRepository for SeaOrmDataFlowRepository {
     async fn create(&self, flow: NewDataFlow, now: DateTime<Utc>) -> Result<DataFlow, CreateDataFlowError> {
+        let (run_interval_secs, schedule_cron, schedule_tz) = mapping::schedule_columns(&flow.schedule);
+        let next_run_at = flow.schedule.first_run_at(now);
         let row = data_flow::ActiveModel {
             id: NotSet,
             name: Set(flow.name.to_string()),
             description: Set(flow.description.replace('\0', "\u{FFFD}")),
             enabled: Set(flow.enabled),
             configuration: Set(flow.configuration.to_string()),
-            run_interval_secs: Set(flow.run_interval.as_secs()),
+            run_interval_secs: Set(run_interval_secs),
+            schedule_cron: Set(schedule_cron),
+            schedule_tz: Set(schedule_tz),
+            next_run_at: Set(next_run_at),
             last_run_at: Set(None),
             last_run_status: Set(None),
             active_run_id: Set(None),
@@ -63,7 +69,8 @@ impl DataFlowRepository for SeaOrmDataFlowRepository {
             description: flow.description,
             enabled: flow.enabled,
             configuration: flow.configuration,
-            run_interval: flow.run_interval,
+            schedule: flow.schedule,
+            next_run_at,
             last_run_at: None,
             last_run_status: None,
             created_at: now,
@@ -123,24 +130,24 @@ impl DataFlowRepository for SeaOrmDataFlowRepository {
         Ok(result.rows_affected > 0)
     }
 
-    /// The interval test runs in Rust after an SQL pre-filter: interval arithmetic differs on every backend,
-    /// and correctness does not depend on this list — each start re-checks due-ness atomically.
     async fn list_due(&self, now: DateTime<Utc>) -> Result<Vec<DataFlow>, RepositoryError> {
-        let candidates = data_flow::Entity::find()
+        let rows = data_flow::Entity::find()
             .filter(data_flow::Column::Enabled.eq(true))
             .filter(data_flow::Column::ActiveRunId.is_null())
-            .filter(
-                Condition::any()
-                    .add(data_flow::Column::LastRunAt.is_null())
-                    .add(data_flow::Column::LastRunAt.lt(now)),
-            )
+            .filter(data_flow::Column::NextRunAt.lte(now))
+            .order_by_asc(data_flow::Column::NextRunAt)
             .order_by_asc(data_flow::Column::Id)
             .all(&self.db)
             .await
             .map_err(repository_error)?;
-        Ok(all(candidates)?
+        Ok(rows
             .into_iter()
-            .filter(|flow| flow.is_due(now))
+            .filter_map(|row| {
+                let id = row.id;
+                mapping::data_flow(row)
+                    .inspect_err(|error| warn!(flow_id = id, %error, "skipping a flow that cannot be read"))
+                    .ok()
+            })
             .collect())
     }
 }

@@ -2,8 +2,8 @@
 //! that knows both sides.
 
 use flowrun_domain::{
-    DataFlow, DataFlowId, DataFlowRun, FlowName, LastRunStatus, RepositoryError, RunId, RunInterval,
-    RunStatus,
+    CronSchedule, DataFlow, DataFlowId, DataFlowRun, FlowName, LastRunStatus, RepositoryError, RunId,
+    RunInterval, RunStatus, Schedule,
 };
 use sea_orm::{DbErr, RuntimeErr};
 
@@ -13,7 +13,7 @@ use crate::entity::{data_flow, data_flow_run};
 /// (SQLSTATE `40001`, MySQL's error 1213 included, or PostgreSQL's `40P01`). The whole transaction was
 /// undone, so running it again is safe.
 pub(crate) fn is_rolled_back_by_conflict(error: &RepositoryError) -> bool {
-    let RepositoryError::Database(source) = error else {
+    let RepositoryError::Conflict(source) = error else {
         return false;
     };
     let Some(DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) =
@@ -27,24 +27,65 @@ pub(crate) fn is_rolled_back_by_conflict(error: &RepositoryError) -> bool {
     }
 }
 
-/// A driver error as the domain sees it: unavailable (the connection is gone or cannot be had) or a
-/// database error.
-pub(crate) fn repository_error(error: DbErr) -> RepositoryError {
-    let unavailable = match &error {
-        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => true,
-        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => matches!(
-            e.as_ref(),
-            sea_orm::sqlx::Error::Io(_)
-                | sea_orm::sqlx::Error::PoolTimedOut
-                | sea_orm::sqlx::Error::PoolClosed
-                | sea_orm::sqlx::Error::WorkerCrashed
-        ),
-        _ => false,
+/// How the domain should take a driver error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ErrorKind {
+    Unavailable,
+    Conflict,
+    Database,
+}
+
+/// Classifies a database's own error by its code: the connection is being closed (PostgreSQL's class
+/// `08` and `57P01`–`57P03`, e.g. `pg_terminate_backend`), or other work holds what it needs (SQLite's
+/// busy/locked, lock wait timeouts, deadlocks and serialization failures).
+fn database_error_kind(code: &str) -> ErrorKind {
+    match code {
+        c if c.starts_with("08") => ErrorKind::Unavailable,
+        "57P01" | "57P02" | "57P03" => ErrorKind::Unavailable,
+        // SQLite reports its numeric result code (SQLSTATEs are always five characters): SQLITE_BUSY (5)
+        // and SQLITE_LOCKED (6), with their extended codes (low byte 5 or 6).
+        c if c.len() < 5 && c.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6)) => ErrorKind::Conflict,
+        // SQLSTATE: serialization failure, deadlock, lock not available; MySQL's lock wait timeout (HY000
+        // with error 1205 is reported as SQLSTATE HY000, so it is matched by message below).
+        "40001" | "40P01" | "55P03" => ErrorKind::Conflict,
+        _ => ErrorKind::Database,
+    }
+}
+
+fn error_kind(error: &DbErr) -> ErrorKind {
+    let sqlx = match error {
+        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => return ErrorKind::Unavailable,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => e.as_ref(),
+        _ => return ErrorKind::Database,
     };
-    if unavailable {
-        RepositoryError::Unavailable(Box::new(error))
-    } else {
-        RepositoryError::Database(Box::new(error))
+    match sqlx {
+        sea_orm::sqlx::Error::Io(_)
+        | sea_orm::sqlx::Error::PoolTimedOut
+        | sea_orm::sqlx::Error::WorkerCrashed => ErrorKind::Unavailable,
+        // Closed by this process (it is shutting down): no later attempt can succeed.
+        sea_orm::sqlx::Error::PoolClosed => ErrorKind::Database,
+        sea_orm::sqlx::Error::Database(db) => {
+            let kind = db
+                .code()
+                .as_deref()
+                .map_or(ErrorKind::Database, database_error_kind);
+            if kind == ErrorKind::Database && db.message().starts_with("Lock wait timeout exceeded") {
+                ErrorKind::Conflict
+            } else {
+                kind
+            }
+        }
+        _ => ErrorKind::Database,
+    }
+}
+
+/// A driver error as the domain sees it: unavailable (the connection is gone or cannot be had), a
+/// conflict with other work (busy, locked, deadlock: worth trying again), or a database error.
+pub(crate) fn repository_error(error: DbErr) -> RepositoryError {
+    match error_kind(&error) {
+        ErrorKind::Unavailable => RepositoryError::Unavailable(Box::new(error)),
+        ErrorKind::Conflict => RepositoryError::Conflict(Box::new(error)),
+        ErrorKind::Database => RepositoryError::Database(Box::new(error)),
     }
 }
 
@@ -64,13 +105,15 @@ pub(crate) fn data_flow(model: data_flow::Model) -> Result<DataFlow, RepositoryE
             format!("flow {}: configuration is not JSON: {e}", model.id),
         )
     })?;
+    let schedule = schedule(&model).map_err(|e| corrupt(TABLE, format!("flow {}: {e}", model.id)))?;
     Ok(DataFlow {
         id: DataFlowId(model.id),
         name: FlowName::parse(&model.name).map_err(|e| corrupt(TABLE, e))?,
         description: model.description,
         enabled: model.enabled,
         configuration,
-        run_interval: RunInterval::from_secs(model.run_interval_secs).map_err(|e| corrupt(TABLE, e))?,
+        schedule,
+        next_run_at: model.next_run_at,
         last_run_at: model.last_run_at,
         last_run_status: model
             .last_run_status
@@ -81,6 +124,31 @@ pub(crate) fn data_flow(model: data_flow::Model) -> Result<DataFlow, RepositoryE
         created_at: model.created_at,
         updated_at: model.updated_at,
     })
+}
+
+/// The schedule a `data_flows` row stores: its cron expression and zone when it has one, else its interval.
+fn schedule(model: &data_flow::Model) -> Result<Schedule, String> {
+    match &model.schedule_cron {
+        Some(expression) => CronSchedule::parse(expression, model.schedule_tz.as_deref())
+            .map(Schedule::Cron)
+            .map_err(|e| e.to_string()),
+        None => RunInterval::from_secs(model.run_interval_secs)
+            .map(RunInterval::schedule)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// How a [`Schedule`] is stored: `(run_interval_secs, schedule_cron, schedule_tz)`. A cron flow keeps the
+/// default interval in its (not null) interval column.
+pub(crate) fn schedule_columns(schedule: &Schedule) -> (i64, Option<String>, Option<String>) {
+    match schedule {
+        Schedule::Every(every) => (i64::try_from(every.as_secs()).unwrap_or(i64::MAX), None, None),
+        Schedule::Cron(cron) => (
+            RunInterval::DEFAULT.as_secs(),
+            Some(cron.expression().to_owned()),
+            Some(cron.time_zone().to_owned()),
+        ),
+    }
 }
 
 /// A `data_flow_runs` row as a domain [`DataFlowRun`].

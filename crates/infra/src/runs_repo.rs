@@ -9,11 +9,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use flowrun_domain::ports::abandoned_message;
 use flowrun_domain::{
-    ActiveRun, DataFlowId, DataFlowRun, FinishRunError, LastRunStatus, RepositoryError, RunFilter, RunId,
-    RunOutcome, RunRecord, RunRepository, RunStatus, StartRun, StartRunError,
+    ActiveRun, Claim, Clock, DataFlowId, DataFlowRun, FinishRunError, LastRunStatus, RepositoryError,
+    RunFilter, RunId, RunOutcome, RunRecord, RunRepository, RunStatus, StartRun, StartRunError,
 };
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -24,6 +24,7 @@ use sea_orm::{
 use sea_orm::{DbErr, ExecResult};
 use tracing::debug;
 
+use crate::clock::SystemClock;
 use crate::db::numbered_placeholders;
 use crate::entity::{data_flow, data_flow_run};
 use crate::mapping::{self, is_rolled_back_by_conflict, repository_error};
@@ -40,11 +41,20 @@ const ATTEMPTS: u32 = 3;
 const CLAIM_MARKER: i64 = 0;
 
 /// Stores runs in `data_flow_runs` and the flows' claims in `data_flows.active_run_id`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SeaOrmRunRepository {
     db: DatabaseConnection,
     writer: RunWriter,
     sql: Arc<HotPath>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for SeaOrmRunRepository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeaOrmRunRepository")
+            .field("writer", &self.writer)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The SQL of the statements a run's start and finish execute, in the backend's dialect.
@@ -53,7 +63,7 @@ struct HotPath {
     backend: DatabaseBackend,
     /// `active_run_id` NULL → the claim marker, for a manual run.
     claim: String,
-    /// The same, only while the flow is enabled and due at a cutoff (scheduled runs).
+    /// The same, only while the flow is enabled and due (scheduled runs), moving `next_run_at` on.
     claim_due: String,
     /// The run as `pending`; `RETURNING id` on PostgreSQL, the driver's insert id elsewhere.
     insert_pending: String,
@@ -67,9 +77,8 @@ struct HotPath {
 impl HotPath {
     fn new(backend: DatabaseBackend) -> Self {
         let sql = |text: &str| numbered_placeholders(backend, text);
-        let claim = format!(
-            "UPDATE data_flows SET active_run_id = {CLAIM_MARKER} WHERE id = ? AND active_run_id IS NULL"
-        );
+        let claim = format!("UPDATE data_flows SET active_run_id = {CLAIM_MARKER}");
+        let free = "WHERE id = ? AND active_run_id IS NULL";
         let returning = if backend == DatabaseBackend::Postgres {
             " RETURNING id"
         } else {
@@ -78,9 +87,9 @@ impl HotPath {
         Self {
             backend,
             claim_due: sql(&format!(
-                "{claim} AND enabled = ? AND (last_run_at IS NULL OR last_run_at <= ?)"
+                "{claim}, next_run_at = ? {free} AND enabled = ? AND next_run_at <= ?"
             )),
-            claim: sql(&claim),
+            claim: sql(&format!("{claim} {free}")),
             insert_pending: sql(&format!(
                 "INSERT INTO data_flow_runs (data_flow_id, status, started_at, lease_owner, lease_expires_at, \
                  created_at, updated_at) VALUES (?, '{}', ?, ?, ?, ?, ?){returning}",
@@ -118,7 +127,18 @@ impl SeaOrmRunRepository {
     pub fn with_writer(writer: RunWriter) -> Self {
         let db = writer.pool().clone();
         let sql = Arc::new(HotPath::new(db.get_database_backend()));
-        Self { db, writer, sql }
+        Self {
+            db,
+            writer,
+            sql,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The same repository reading the time a claim is granted from `clock` (the system clock by default).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     async fn begin(&self) -> Result<DatabaseTransaction, RepositoryError> {
@@ -133,24 +153,42 @@ impl SeaOrmRunRepository {
     async fn start_once(&self, request: &StartRun) -> Result<DataFlowRun, StartRunError> {
         let sql = &*self.sql;
         let flow_id = request.data_flow_id.0;
-        let claim = match request.due_cutoff {
-            None => sql.statement(&sql.claim, [flow_id.into()]),
-            Some(cutoff) => sql.statement(&sql.claim_due, [flow_id.into(), true.into(), cutoff.into()]),
+        let claim = match request.claim {
+            Claim::Manual => sql.statement(&sql.claim, [flow_id.into()]),
+            Claim::Due { next_run_at } => sql.statement(
+                &sql.claim_due,
+                [
+                    next_run_at.into(),
+                    flow_id.into(),
+                    true.into(),
+                    request.started_at.into(),
+                ],
+            ),
         };
         let txn = self.begin_write().await?;
         if execute(&txn, claim).await?.rows_affected() == 0 {
             txn.rollback().await.map_err(repository_error)?;
             return Err(self.why_not_claimed(request.data_flow_id).await?);
         }
+        // The claim may have waited for a lock or a connection; the run starts when it was granted, so a
+        // run claimed after another was released never seems to overlap it.
+        let waited = (self.clock.now() - request.started_at).max(TimeDelta::zero());
+        let started = request
+            .started_at
+            .checked_add_signed(waited)
+            .unwrap_or(request.started_at);
+        let lease_expires_at = request
+            .lease_expires_at
+            .checked_add_signed(waited)
+            .unwrap_or(request.lease_expires_at);
         let owner = storable(request.lease_owner.as_str(), MAX_LEASE_OWNER_BYTES).into_owned();
-        let started = request.started_at;
         let insert = sql.statement(
             &sql.insert_pending,
             [
                 flow_id.into(),
                 started.into(),
                 owner.as_str().into(),
-                request.lease_expires_at.into(),
+                lease_expires_at.into(),
                 started.into(),
                 started.into(),
             ],
@@ -172,7 +210,7 @@ impl SeaOrmRunRepository {
             error_message: None,
             error_backtrace: None,
             lease_owner: Some(owner),
-            lease_expires_at: Some(request.lease_expires_at),
+            lease_expires_at: Some(lease_expires_at),
             created_at: started,
             updated_at: started,
         })

@@ -15,7 +15,10 @@ use flowrun_app::{
     builtin_registry,
 };
 use flowrun_domain::ShutdownController;
+use flowrun_server::routes::Tick;
 use flowrun_server::{LimitArgs, Security, parse_networks, router};
+use futures::FutureExt;
+use std::panic::AssertUnwindSafe;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -41,6 +44,9 @@ struct Args {
     /// Run a scheduler cycle every N seconds inside the server (only on heartbeats when unset).
     #[arg(long, env = "FLOWRUN_TICK_SECS")]
     tick_secs: Option<f64>,
+    /// Flows this server runs at once; due flows beyond it wait for a free slot.
+    #[arg(long, env = "FLOWRUN_CONCURRENCY", default_value_t = flowrun_domain::Scheduler::DEFAULT_CONCURRENCY)]
+    concurrency: usize,
     /// Seconds running flows get to finish after SIGTERM before they are interrupted.
     #[arg(long, env = "FLOWRUN_SHUTDOWN_GRACE_SECS", default_value_t = 30.0)]
     shutdown_grace_secs: f64,
@@ -117,6 +123,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let grace = seconds("FLOWRUN_SHUTDOWN_GRACE_SECS", args.shutdown_grace_secs)?;
     let limits = args.limits.limits()?;
     let mut settings = Settings::new(args.database_url).with_lease_from_env()?;
+    settings.concurrency = flowrun_app::parse_concurrency(&args.concurrency.to_string())?;
     // Each attempt waits this long; the retry loop provides the patience.
     settings.connect_timeout = Duration::from_secs(5);
 
@@ -143,13 +150,21 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     info!(database = app.masked_url(), "listening on {address}");
 
     let ticker = tick.map(|every| tokio::spawn(tick_loop(app.clone(), every, stop.clone())));
+    let scheduler = app.scheduler.clone();
+    let mut routes = router(app, security);
+    if let Some(every) = tick {
+        routes = routes.layer(axum::Extension(Tick {
+            every,
+            since: std::time::Instant::now(),
+        }));
+    }
     let controller = Arc::new(controller);
     let shutdown = tokio::spawn(drive_shutdown(Arc::clone(&controller), stop.clone(), grace));
 
     let mut http_stop = stop.clone();
     let server = flowrun_server::listener::serve(
         listener,
-        flowrun_server::with_limits(router(app, security), limits),
+        flowrun_server::with_limits(routes, limits),
         limits,
         async move {
             let _ = http_stop.wait_for(|stopped| *stopped).await;
@@ -160,6 +175,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         if let Some(ticker) = ticker {
             let _ = ticker.await;
         }
+        // Runs started by heartbeats and ticks run on their own tasks: let them end (or be interrupted
+        // after the grace period) and record it.
+        scheduler.wait_idle().await;
         result
     };
     // Bounded: after the grace period, interrupted flows get a few seconds to record their end.
@@ -243,8 +261,15 @@ async fn open_with_retry(
     }
 }
 
+/// Starts a scheduler cycle every `every` until `stop`. A cycle only claims and starts due flows, so a
+/// long flow never delays the next tick; a cycle that fails or panics is logged, shows in `/healthz`, and
+/// the next tick starts afresh.
 async fn tick_loop(app: App, every: Duration, mut stop: watch::Receiver<bool>) {
-    info!(every_secs = every.as_secs_f64(), "scheduler tick enabled");
+    info!(
+        every_secs = every.as_secs_f64(),
+        concurrency = app.scheduler.concurrency(),
+        "scheduler tick enabled"
+    );
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -252,8 +277,13 @@ async fn tick_loop(app: App, every: Duration, mut stop: watch::Receiver<bool>) {
             _ = ticks.tick() => {}
             _ = stop.wait_for(|stopped| *stopped) => return,
         }
-        if let Err(error) = app.scheduler.run_cycle().await {
-            warn!(%error, "scheduler tick failed");
+        match AssertUnwindSafe(app.scheduler.dispatch()).catch_unwind().await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => warn!(%error, "scheduler tick failed"),
+            Err(_) => {
+                error!("a scheduler cycle panicked; the next tick starts a new one");
+                app.scheduler.note_failed_cycle("a scheduler cycle panicked");
+            }
         }
     }
 }

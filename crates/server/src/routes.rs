@@ -85,12 +85,30 @@ impl From<QueryRejection> for ApiError {
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
-/// `POST /data_flows/heartbeat`: one scheduler cycle.
+/// `POST /data_flows/heartbeat`: claims the due flows and starts them on the server's scheduler, then
+/// answers without waiting for them.
+///
+/// The cycle runs on a task of its own: axum drops a handler's future when the client hangs up, and a
+/// cycle dropped between a claim and the start of its run would leave that run to be reaped as abandoned.
 pub async fn heartbeat(State(app): State<Arc<App>>) -> ApiResult {
-    let report = app.scheduler.run_cycle().await.map_err(|error| {
-        error!(%error, "heartbeat failed");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
-    })?;
+    let scheduler = app.scheduler.clone();
+    let cycle = tokio::spawn(async move { scheduler.dispatch().await.map(|dispatch| dispatch.report) });
+    let report = match cycle.await {
+        Ok(Ok(report)) => report,
+        Ok(Err(error)) => {
+            error!(%error, "heartbeat failed");
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the scheduler cycle failed; see the server log",
+            ));
+        }
+        Err(join) => {
+            error!(error = %join, "heartbeat cycle panicked");
+            app.scheduler
+                .note_failed_cycle(format!("a heartbeat cycle panicked: {join}"));
+            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"));
+        }
+    };
     Ok(Json(heartbeat_json(&report)))
 }
 
@@ -168,17 +186,60 @@ pub async fn show_run(State(app): State<Arc<App>>, id: Result<Path<i64>, PathRej
     Ok(Json(run_json(&record.run, &record.flow_name)))
 }
 
-/// `GET /healthz`: 200 when the database answers, 503 otherwise.
-pub async fn healthz(State(app): State<Arc<App>>) -> Response {
-    if app.ping().await {
-        (StatusCode::OK, Json(json!({ "status": "ok", "database": "ok" }))).into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "unavailable", "database": "unreachable" })),
-        )
-            .into_response()
+/// The in-process scheduler tick, when the server runs one: `/healthz` judges the scheduler by it.
+#[derive(Debug, Clone, Copy)]
+pub struct Tick {
+    /// How often a cycle starts.
+    pub every: std::time::Duration,
+    /// When the server started ticking.
+    pub since: std::time::Instant,
+}
+
+impl Tick {
+    /// How long without a completed cycle makes the scheduler unhealthy: three ticks, and never less than
+    /// ten seconds more than one, so a single slow cycle or database blip is not an outage.
+    pub fn stale_after(&self) -> std::time::Duration {
+        (self.every * 3).max(self.every + std::time::Duration::from_secs(10))
     }
+}
+
+/// `GET /healthz`: 200 when the database answers and, with a tick, the scheduler completed a cycle
+/// recently; 503 otherwise. The body says which part is unhealthy.
+pub async fn healthz(State(app): State<Arc<App>>, tick: Option<axum::Extension<Tick>>) -> Response {
+    let database = app.ping().await;
+    let health = app.scheduler.health();
+    let now = chrono::Utc::now();
+    let scheduler_state = match tick {
+        None => "heartbeat-only",
+        Some(axum::Extension(tick)) => {
+            let stale_after =
+                chrono::TimeDelta::from_std(tick.stale_after()).unwrap_or(chrono::TimeDelta::MAX);
+            match health.last_success {
+                Some(at) if now.signed_duration_since(at) <= stale_after => "ok",
+                None if tick.since.elapsed() <= tick.stale_after() => "starting",
+                _ => "stale",
+            }
+        }
+    };
+    let healthy = database && scheduler_state != "stale";
+    let body = json!({
+        "status": if healthy { "ok" } else { "unavailable" },
+        "database": if database { "ok" } else { "unreachable" },
+        "scheduler": {
+            "state": scheduler_state,
+            "last_cycle_at": flowrun_app::json::timestamp(health.last_success),
+            "last_failure_at": flowrun_app::json::timestamp(health.last_failure.as_ref().map(|(at, _)| *at)),
+            "consecutive_failures": health.consecutive_failures,
+            "running": app.scheduler.running(),
+            "concurrency": app.scheduler.concurrency(),
+        },
+    });
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
 }
 
 /// Unknown routes.

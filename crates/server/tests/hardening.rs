@@ -458,7 +458,7 @@ async fn the_runs_limit_query_is_bounded_with_a_json_400() {
         "",
         true,
         serde_json::json!("Noop"),
-        flowrun_domain::RunInterval::DEFAULT,
+        flowrun_domain::RunInterval::DEFAULT.schedule(),
     )
     .expect("valid");
     app.flows.create(new, app.clock.now()).await.expect("created");
@@ -545,7 +545,7 @@ async fn a_client_that_stops_reading_its_answer_is_cut_off_after_the_idle_timeou
             "",
             true,
             serde_json::json!({"class_name": "Noop", "padding": padding}),
-            flowrun_domain::RunInterval::DEFAULT,
+            flowrun_domain::RunInterval::DEFAULT.schedule(),
         )
         .expect("valid");
         app.flows.create(new, app.clock.now()).await.expect("created");

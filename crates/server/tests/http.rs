@@ -78,7 +78,7 @@ async fn create(app: &App, name: &str, configuration: Value) {
         "",
         true,
         configuration,
-        RunInterval::DEFAULT,
+        RunInterval::DEFAULT.schedule(),
     )
     .expect("valid");
     app.flows.create(new, app.clock.now()).await.expect("created");
@@ -123,17 +123,56 @@ async fn heartbeat_runs_due_flows_on_every_backend() {
         keys.sort();
         assert_eq!(
             keys,
-            ["flows_due", "flows_failed", "flows_triggered", "timestamp"],
+            [
+                "flows_due",
+                "flows_failed",
+                "flows_triggered",
+                "runs",
+                "timestamp",
+                "triggered"
+            ],
             "{k}"
         );
         assert_eq!(
             (
                 reply.body["flows_due"].as_u64(),
+                reply.body["flows_triggered"].as_u64(),
                 reply.body["flows_failed"].as_u64()
             ),
-            (Some(2), Some(1)),
-            "{k}"
+            (Some(2), Some(2), Some(0)),
+            "{k}: both started; how they end is not known when the heartbeat answers"
         );
+        assert_eq!(reply.body["triggered"], json!(["ok", "bad"]), "{k}");
+        let runs = runs_when_finished(&db, 2).await;
+        let outcomes: Vec<(&str, &str)> = runs
+            .iter()
+            .map(|r| (r.flow_name.as_str(), r.run.status.as_str()))
+            .collect();
+        assert_eq!(outcomes, [("bad", "failed"), ("ok", "success")], "{k}");
+    }
+}
+
+/// The runs of the database, newest first, once `count` of them have finished (waits at most 20 s).
+async fn runs_when_finished(db: &TestDatabase, count: usize) -> Vec<flowrun_domain::RunRecord> {
+    let observer = app_on(db).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let runs = observer
+            .runs
+            .list_runs(flowrun_domain::RunFilter {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("runs");
+        if runs.iter().filter(|r| r.run.status.is_terminal()).count() >= count {
+            return runs;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "runs did not finish: {runs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

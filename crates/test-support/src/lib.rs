@@ -178,6 +178,17 @@ pub async fn fresh_databases() -> Vec<TestDatabase> {
     databases
 }
 
+/// Runs `sql` on the database at `url` (for tests that change rows by hand, as an operator might).
+pub async fn execute_sql(url: &str, sql: &str) {
+    let db = Database::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    db.execute_unprepared(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let _ = db.close().await;
+}
+
 async fn drop_stale_databases(admin: &DatabaseConnection, kind: Kind) {
     static ONCE: std::sync::Mutex<(bool, bool)> = std::sync::Mutex::new((false, false));
     {

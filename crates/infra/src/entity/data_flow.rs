@@ -18,8 +18,15 @@ pub struct Model {
     pub enabled: bool,
     /// The configuration as JSON text (portable: never queried in SQL).
     pub configuration: String,
-    /// Seconds between scheduled runs; the database checks it is positive.
+    /// Seconds between scheduled runs; the database checks it is positive. Kept (and ignored) beside a
+    /// cron schedule.
     pub run_interval_secs: i64,
+    /// A cron expression; when set, the flow runs on it instead of every interval.
+    pub schedule_cron: Option<String>,
+    /// The IANA time zone of `schedule_cron` (UTC when null).
+    pub schedule_tz: Option<String>,
+    /// When the flow is next due; null when its schedule has no next time.
+    pub next_run_at: Option<DateTimeUtc>,
     /// When the last run ended.
     pub last_run_at: Option<DateTimeUtc>,
     /// `success` or `failed`; the database checks it.
