@@ -480,6 +480,7 @@ async fn schedule_command(
         .transpose()?;
     let times = match name {
         Some(name) => {
+            require_existing_database(url)?;
             let app = open(url, MigratePolicy::SqliteOnly).await?;
             let flow = find_flow(&app, &name).await?;
             match (from, flow.next_run_at) {

@@ -457,6 +457,7 @@ fn read_commands_in_the_wrong_directory_create_nothing_and_say_where_they_looked
         &["runs"][..],
         &["runs", "show", "1"][..],
         &["flow", "list", "--json"][..],
+        &["schedule", "x"][..],
     ] {
         let output = flowrun(dir.path()).args(args).output().expect("runs");
         let all = text(&output);
