@@ -42,6 +42,11 @@ impl Flow for WordCount {
     }
 }
 
+/// A time for people (`2026-11-27 12:00:00.123 UTC`), or `not yet` when there is none.
+fn or_not_yet(at: Option<impl std::fmt::Display>) -> String {
+    at.map_or_else(|| "not yet".to_owned(), |at| at.to_string())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("flowrun-example-{}", std::process::id()));
@@ -65,7 +70,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let flow = app.flows.create(new, app.clock.now()).await?;
     let run = app.executor.execute(&flow).await?;
-    println!("run {} ended as {} at {:?}", run.id, run.status, run.ended_at);
+    println!(
+        "run {} ended as {} at {}",
+        run.id,
+        run.status,
+        or_not_yet(run.ended_at)
+    );
 
     let missing = NewDataFlow::new(
         FlowName::parse("count-missing")?,
@@ -84,10 +94,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .flow_error()
         .and_then(|e| e.downcast_ref::<std::io::Error>());
     println!(
-        "failed as expected (recorded as run {:?}): {error}; io error kind: {:?}",
-        error.run_id(),
-        io.map(|e| e.kind())
+        "failed as expected ({}): {error}; io error kind: {}",
+        error.run_id().map_or_else(
+            || "no run recorded".to_owned(),
+            |id| format!("recorded as run {id}")
+        ),
+        io.map_or_else(|| "none".to_owned(), |e| e.kind().to_string())
     );
     std::fs::remove_dir_all(&dir)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_as_times_not_as_options() {
+        let at = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+        assert_eq!(or_not_yet(Some(at)), "1970-01-01 00:00:00 UTC");
+        assert_eq!(or_not_yet(None::<chrono::DateTime<chrono::Utc>>), "not yet");
+    }
 }

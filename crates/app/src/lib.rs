@@ -15,11 +15,16 @@ use thiserror::Error;
 
 pub mod json;
 
-pub use flowrun_infra::{ConnectError, RunWriter, mask_url};
+pub use flowrun_infra::{ConnectError, ConnectProblem, MASK, RunWriter, mask_url, scrub, sqlite_file};
 
 /// The database used when none is configured: an SQLite file in the current directory, created and
 /// migrated on first use.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://flowrun.db";
+
+/// A tracing directive that keeps PostgreSQL's notices (`relation … already exists, skipping`, sent for
+/// every `IF NOT EXISTS`) out of the logs: they are expected, not news. Add it to a filter unless the user's
+/// own filter mentions sqlx.
+pub const QUIET_NOTICES: &str = "sqlx::postgres::notice=warn";
 
 /// Environment variable with the lease length in seconds.
 pub const LEASE_ENV: &str = "FLOWRUN_RUN_LEASE_SECS";
@@ -206,7 +211,7 @@ impl App {
                 .await
                 .map_err(|e| AppError::Schema {
                     url: masked_url.clone(),
-                    reason: e.to_string(),
+                    reason: scrub(&e.to_string(), &settings.database_url),
                 })?;
             if !migrated {
                 return Err(AppError::NotMigrated { url: masked_url });

@@ -1,5 +1,17 @@
 //! `flowrun`: create data flows, run them, read their history, and drive the scheduler.
 
+/// `println!` that never panics: std's panics when stdout is closed (`flowrun runs | head -1`). Defined
+/// before the modules so that it replaces `println!` everywhere in this crate; see
+/// [`output::write_stdout`].
+macro_rules! println {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod output;
 
 use std::io::IsTerminal;
@@ -204,13 +216,16 @@ struct RunsArgs {
     /// Only runs in this status: pending, in_progress, success, failed.
     #[arg(long)]
     status: Option<String>,
-    /// At most this many runs.
-    #[arg(long, default_value_t = 20)]
+    /// At most this many runs (1 to 10000).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=MAX_RUNS_LIMIT))]
     limit: u64,
     /// Print as JSON.
     #[arg(long)]
     json: bool,
 }
+
+/// Most runs `flowrun runs` lists at once; larger values reach the driver as out-of-range integers.
+const MAX_RUNS_LIMIT: u64 = 10_000;
 
 #[derive(Debug, Subcommand)]
 enum RunsCommand {
@@ -273,19 +288,23 @@ fn main() -> ExitCode {
         }
     };
     let verbose = cli.verbose;
+    // Whatever a driver puts in an error, the URL's secrets never reach the terminal.
+    let url = cli.database_url.clone();
+    // Error texts come from stored runs and drivers too: shown, never obeyed by the terminal.
+    let scrub = |text: String| output::visible(&flowrun_app::scrub(&text, &url), true);
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             let style = Style::stderr();
             match &failure {
                 Failure::FlowFailed(message) | Failure::Usage(message) | Failure::AlreadyRunning(message) => {
-                    eprintln!("{} {message}", style.error("error:"));
+                    eprintln!("{} {}", style.error("error:"), scrub(message.clone()));
                 }
                 Failure::Infra(error) => {
-                    eprintln!("{} {error}", style.error("error:"));
+                    eprintln!("{} {}", style.error("error:"), scrub(error.to_string()));
                     if verbose {
                         for cause in error.chain().skip(1) {
-                            eprintln!("  caused by: {cause}");
+                            eprintln!("  caused by: {}", scrub(cause.to_string()));
                         }
                     }
                 }
@@ -297,13 +316,28 @@ fn main() -> ExitCode {
 
 fn init_logging(verbose: bool) {
     let default = if verbose { "info" } else { "off" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = quiet_notices(
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+    );
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Escape codes only where a terminal reads them: not in files, pipes or with NO_COLOR.
+        .with_ansi(output::Style::stderr().coloured())
         .with_target(false)
         .try_init();
+}
+
+/// `filter` without PostgreSQL's expected notices, unless it asks for sqlx's output itself.
+fn quiet_notices(filter: tracing_subscriber::EnvFilter) -> tracing_subscriber::EnvFilter {
+    if filter.to_string().contains("sqlx") {
+        return filter;
+    }
+    match flowrun_app::QUIET_NOTICES.parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    }
 }
 
 async fn open(database_url: &str, policy: MigratePolicy) -> Result<App, Failure> {
@@ -313,12 +347,30 @@ async fn open(database_url: &str, policy: MigratePolicy) -> Result<App, Failure>
         .map_err(|e| Failure::Usage(e.to_string()))?;
     // A person is waiting: report an unreachable database after a few seconds, not ten.
     settings.connect_timeout = std::time::Duration::from_secs(4);
-    App::open(&settings, builtin_registry(), policy).await.map_err(|error| match error {
+    let app = App::open(&settings, builtin_registry(), policy).await.map_err(|error| match error {
         AppError::InvalidSetting { .. } => Failure::Usage(error.to_string()),
-        AppError::Connect(flowrun_app::ConnectError::UnsupportedUrl { .. }) => Failure::Usage(error.to_string()),
-        AppError::NotMigrated { .. } => Failure::Infra(anyhow!(error)),
-        other => Failure::Infra(anyhow!("{other}\n  hint: check that the database server is running and that --database-url / DATABASE_URL is right")),
-    })
+        AppError::Connect(
+            flowrun_app::ConnectError::UnsupportedUrl { .. } | flowrun_app::ConnectError::InvalidUrl { .. },
+        ) => Failure::Usage(error.to_string()),
+        AppError::Connect(flowrun_app::ConnectError::Connect {
+            problem: flowrun_app::ConnectProblem::MissingDirectory { .. },
+            ..
+        }) => Failure::Usage(error.to_string()),
+        // Only when nothing answered is "is the server running?" the right question.
+        AppError::Connect(flowrun_app::ConnectError::Connect { ref problem, .. }) if problem.is_unreachable() => {
+            let top = format!(
+                "{error}\n  hint: check that the database server is running and that --database-url / DATABASE_URL is right"
+            );
+            let detail = std::error::Error::source(&error).map(ToString::to_string);
+            Failure::Infra(match detail {
+                Some(detail) => anyhow!(detail).context(top),
+                None => anyhow!(top),
+            })
+        }
+        other => Failure::Infra(anyhow::Error::new(other)),
+    })?;
+    tracing::info!(database = %describe_database(database_url), "database open");
+    Ok(app)
 }
 
 async fn dispatch(cli: Cli) -> Outcome {
@@ -342,6 +394,9 @@ async fn dispatch(cli: Cli) -> Outcome {
             Ok(())
         }
         Command::Flow(command) => {
+            if !matches!(command, FlowCommand::Create { .. }) {
+                require_existing_database(&url)?;
+            }
             let app = open(&url, MigratePolicy::SqliteOnly).await?;
             flow_command(&app, command).await
         }
@@ -350,6 +405,9 @@ async fn dispatch(cli: Cli) -> Outcome {
             run_command(&app, &name, json).await
         }
         Command::Runs(args) => {
+            if !matches!(args.command, Some(RunsCommand::Reap { .. })) {
+                require_existing_database(&url)?;
+            }
             let app = open(&url, MigratePolicy::SqliteOnly).await?;
             runs_command(&app, args).await
         }
@@ -377,6 +435,28 @@ async fn dispatch(cli: Cli) -> Outcome {
     }
 }
 
+/// The database as a person knows it: a SQLite file's absolute path, or the URL with secrets masked.
+fn describe_database(url: &str) -> String {
+    match flowrun_app::sqlite_file(url) {
+        Some(file) => std::path::absolute(&file).unwrap_or(file).display().to_string(),
+        None => flowrun_app::mask_url(url),
+    }
+}
+
+/// Commands that only read (or change existing flows) must not leave a new, empty `flowrun.db` with its
+/// `-wal` and `-shm` behind when run in the wrong directory: they refuse, naming the path they looked at.
+/// Only commands that create something (`flow create`, `run`, `heartbeat`, `migrate`, `runs reap`) create
+/// the file.
+fn require_existing_database(url: &str) -> Result<(), Failure> {
+    match flowrun_app::sqlite_file(url) {
+        Some(file) if !file.exists() => Err(Failure::Usage(format!(
+            "no flowrun database at {} (`flowrun flow create` creates one there; or point --database-url / DATABASE_URL at an existing one)",
+            describe_database(url)
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// `flowrun schedule`: the next fire times of a flow's schedule or of one given on the command line.
 async fn schedule_command(
     url: &str,
@@ -400,6 +480,7 @@ async fn schedule_command(
         .transpose()?;
     let times = match name {
         Some(name) => {
+            require_existing_database(url)?;
             let app = open(url, MigratePolicy::SqliteOnly).await?;
             let flow = find_flow(&app, &name).await?;
             match (from, flow.next_run_at) {
@@ -525,7 +606,12 @@ async fn flow_command(app: &App, command: FlowCommand) -> Outcome {
             if json {
                 print_json(&Value::Array(flows.iter().map(flow_json).collect()));
             } else {
-                output::print_flows(&flows, app.clock.now(), &style);
+                output::print_flows(
+                    &flows,
+                    app.clock.now(),
+                    &style,
+                    &describe_database(app.masked_url()),
+                );
             }
             Ok(())
         }

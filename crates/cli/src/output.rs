@@ -8,6 +8,24 @@ use flowrun_domain::duration::format_duration;
 use flowrun_domain::{DataFlow, HeartbeatReport, RunEnd, RunRecord, RunStatus, Schedule};
 use serde_json::Value;
 
+/// Writes to stdout. Once the reader is gone (a closed pipe), the rest of the output is dropped and the
+/// command ends as it would have, with its own exit code: the reader asked for no more, which is not an
+/// error of the command. Any other write error is reported once on stderr.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static CLOSED: AtomicBool = AtomicBool::new(false);
+    if CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if let Err(error) = out.write_fmt(args).and_then(|()| out.flush()) {
+        CLOSED.store(true, Ordering::Relaxed);
+        if error.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("error: cannot write to stdout: {error}");
+        }
+    }
+}
+
 /// Prints one JSON document on stdout.
 pub fn print_json(value: &Value) {
     match serde_json::to_string_pretty(value) {
@@ -26,6 +44,31 @@ pub fn json_kind(value: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
+}
+
+/// `text` safe to show on a terminal: control characters a stored error (or any other stored text) may
+/// hold are written as visible escapes (`\e`, `\r`, `\u{7}`), so it cannot clear the screen, set the window
+/// title, overwrite what was printed or reorder text with bidirectional overrides. With `multi_line`, line
+/// breaks and tabs are kept as they are (a backtrace stays readable); otherwise they are escaped too.
+pub fn visible(text: &str, multi_line: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' | '\t' if multi_line => out.push(c),
+            '\x1b' => out.push_str("\\e"),
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() || is_bidi_control(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Unicode's bidirectional embedding, override and isolate characters (they reorder what follows).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}')
 }
 
 /// Colour on a terminal only, and never with `NO_COLOR` set.
@@ -50,6 +93,11 @@ impl Style {
     /// For text on stderr.
     pub fn stderr() -> Self {
         Self::new(std::io::stderr().is_terminal())
+    }
+
+    /// Whether this style colours its text.
+    pub fn coloured(&self) -> bool {
+        self.colour
     }
 
     fn paint(&self, code: &str, text: &str) -> String {
@@ -156,10 +204,10 @@ fn status_cell(status: Option<RunStatus>, style: &Style) -> (String, usize) {
     }
 }
 
-/// The `flow list` table.
-pub fn print_flows(flows: &[DataFlow], now: DateTime<Utc>, style: &Style) {
+/// The `flow list` table; `database` names where the flows were looked for.
+pub fn print_flows(flows: &[DataFlow], now: DateTime<Utc>, style: &Style, database: &str) {
     if flows.is_empty() {
-        println!("no data flows yet: create one with `flowrun flow create NAME --class Noop`");
+        println!("no data flows yet in {database}: create one with `flowrun flow create NAME --class Noop`");
         return;
     }
     let rows: Vec<Vec<(String, usize)>> = flows
@@ -273,7 +321,11 @@ pub fn print_flow(flow: &DataFlow, now: DateTime<Utc>, style: &Style) {
     println!("{}  {last_run}", style.bold("last run:   "));
     println!("{}  {status}", style.bold("last status:"));
     if !flow.description.is_empty() {
-        println!("{}  {}", style.bold("description:"), flow.description);
+        println!(
+            "{}  {}",
+            style.bold("description:"),
+            visible(&flow.description, false)
+        );
     }
     println!("{}  {}", style.bold("config:     "), flow.configuration);
 }
@@ -291,7 +343,7 @@ pub fn print_runs(records: &[RunRecord], now: DateTime<Utc>, style: &Style) {
             let error = run
                 .error_message
                 .as_deref()
-                .map(|m| first_line(m, 60))
+                .map(|m| visible(&first_line(m, 60), false))
                 .unwrap_or_default();
             vec![
                 cell(run.id.to_string()),
@@ -354,10 +406,14 @@ pub fn print_run(record: &RunRecord, now: DateTime<Utc>, style: &Style) {
         }
     }
     if let Some(message) = &run.error_message {
-        println!("\n{}\n{message}", style.bold("error:"));
+        println!("\n{}\n{}", style.bold("error:"), visible(message, true));
     }
     if let Some(backtrace) = &run.error_backtrace {
-        println!("\n{}\n{}", style.bold("backtrace:"), style.dim(backtrace));
+        println!(
+            "\n{}\n{}",
+            style.bold("backtrace:"),
+            style.dim(&visible(backtrace, true))
+        );
     }
 }
 
@@ -416,6 +472,18 @@ mod tests {
         assert_eq!(human_duration(Duration::milliseconds(1234)), "1.2s");
         assert_eq!(human_duration(Duration::seconds(185)), "3m 05s");
         assert_eq!(human_duration(Duration::seconds(7800)), "2h 10m");
+    }
+
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        let hostile = "\u{1b}[2J\u{1b}]0;TITLE\u{7}cleared\rfake: success\u{202e}";
+        assert_eq!(
+            visible(hostile, false),
+            "\\e[2J\\e]0;TITLE\\u{7}cleared\\rfake: success\\u{202e}"
+        );
+        assert_eq!(visible("a\n\tb\r\n", true), "a\n\tb\\r\n");
+        assert_eq!(visible("a\nb", false), "a\\nb");
+        assert_eq!(visible("ünïcode ✓", false), "ünïcode ✓");
     }
 
     #[test]

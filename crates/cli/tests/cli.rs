@@ -319,7 +319,7 @@ fn an_unreachable_database_exits_3_with_the_password_masked() {
         .assert()
         .code(3)
         .stderr(
-            predicate::str::contains("postgres://flow:***@127.0.0.1:1/flows")
+            predicate::str::contains("postgres://flow:<masked>@127.0.0.1:1/flows")
                 .and(predicate::str::contains("hunter2").not()),
         );
     flowrun(dir.path())

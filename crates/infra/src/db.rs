@@ -9,6 +9,8 @@ use sea_orm::{ConnectOptions, Database, DatabaseBackend, DatabaseConnection, DbE
 use thiserror::Error;
 use url::Url;
 
+use crate::secrets::{mask_url, scrub};
+
 /// The database products flowrun runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {
@@ -67,24 +69,213 @@ pub enum ConnectError {
         /// The URL, password masked.
         url: String,
     },
-    /// The database did not answer or refused the connection.
-    #[error("cannot connect to {url}: {source}")]
+    /// The URL cannot be read (bad input, not a database that is down).
+    #[error("invalid database URL `{url}`: {reason}")]
+    InvalidUrl {
+        /// The URL, secrets masked.
+        url: String,
+        /// What is wrong, with a hint.
+        reason: String,
+    },
+    /// The database could not be reached or refused the connection.
+    #[error("cannot connect to {url}: {problem}")]
     Connect {
         /// The URL, password masked.
         url: String,
-        /// The driver's error.
+        /// What went wrong.
+        problem: ConnectProblem,
+        /// The driver's message, without the URL's secrets.
         #[source]
-        source: DbErr,
+        detail: DriverText,
     },
     /// Applying the migrations failed.
-    #[error("cannot migrate {url}: {source}")]
+    #[error("cannot migrate {url}: {detail}")]
     Migrate {
         /// The URL, password masked.
         url: String,
-        /// The driver's error.
+        /// The driver's message, without the URL's secrets.
         #[source]
-        source: DbErr,
+        detail: DriverText,
     },
+}
+
+/// What went wrong when connecting, as far as the driver says: each needs a different fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectProblem {
+    /// Nothing listens at the address (server down, wrong host or port).
+    Refused {
+        /// `host:port`.
+        address: String,
+    },
+    /// No answer within the connect timeout (server overloaded, firewall dropping packets).
+    TimedOut {
+        /// The timeout.
+        after: Duration,
+    },
+    /// The server refused the user name or password.
+    AuthFailed {
+        /// The server's message.
+        message: String,
+    },
+    /// The server has no database of that name.
+    UnknownDatabase {
+        /// The server's message.
+        message: String,
+    },
+    /// The directory of a SQLite file does not exist.
+    MissingDirectory {
+        /// The directory.
+        directory: String,
+    },
+    /// Anything else; the driver's message.
+    Other {
+        /// The driver's message, without the URL's secrets.
+        message: String,
+    },
+}
+
+impl ConnectProblem {
+    /// Whether the server could not be reached at all (where "is it running?" is the right question).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Refused { .. } | Self::TimedOut { .. })
+    }
+}
+
+impl fmt::Display for ConnectProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Refused { address } => write!(f, "connection refused by {address}"),
+            Self::TimedOut { after } => write!(f, "no answer within {} s", after.as_secs_f64()),
+            Self::AuthFailed { message } => write!(f, "authentication failed: {message}"),
+            Self::UnknownDatabase { message } => write!(f, "no such database: {message}"),
+            Self::MissingDirectory { directory } => {
+                write!(f, "the directory `{directory}` does not exist")
+            }
+            Self::Other { message } => f.write_str(message),
+        }
+    }
+}
+
+/// The sqlx error inside a SeaORM error, where there is one.
+fn sqlx_error(error: &DbErr) -> Option<&sea_orm::sqlx::Error> {
+    match error {
+        DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e))
+        | DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
+        | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e)) => Some(e),
+        _ => None,
+    }
+}
+
+/// Sorts a failed connection into what the user has to fix. A refused port shows up as a pool timeout
+/// (sqlx retries refused connections until its deadline, in case the server is starting), so a timeout is
+/// followed by one plain TCP connection to tell the two apart.
+async fn classify(error: &DbErr, settings: &ConnectSettings) -> ConnectProblem {
+    use sea_orm::sqlx::Error as Sqlx;
+    use std::io::ErrorKind;
+    let url = &settings.url;
+    let timed_out = ConnectProblem::TimedOut {
+        after: settings.connect_timeout,
+    };
+    if matches!(error, DbErr::ConnectionAcquire(_)) || matches!(sqlx_error(error), Some(Sqlx::PoolTimedOut)) {
+        return refused_or(timed_out, url).await;
+    }
+    match sqlx_error(error) {
+        Some(Sqlx::Io(e)) if e.kind() == ErrorKind::ConnectionRefused => ConnectProblem::Refused {
+            address: server_address(url).unwrap_or_else(|| "the server".to_owned()),
+        },
+        Some(Sqlx::Io(e)) if e.kind() == ErrorKind::TimedOut => refused_or(timed_out, url).await,
+        Some(Sqlx::Database(database)) => {
+            let message = scrub(database.message(), url);
+            let mysql = database
+                .try_downcast_ref::<sea_orm::sqlx::mysql::MySqlDatabaseError>()
+                .map(|e| e.number());
+            match (database.code().as_deref(), mysql) {
+                (_, Some(1045 | 1044)) | (Some("28P01" | "28000"), None) => {
+                    ConnectProblem::AuthFailed { message }
+                }
+                (_, Some(1049)) | (Some("3D000"), None) => ConnectProblem::UnknownDatabase { message },
+                _ => ConnectProblem::Other { message },
+            }
+        }
+        _ => ConnectProblem::Other {
+            message: scrub(&error.to_string(), url),
+        },
+    }
+}
+
+/// `host:port` of a server URL (with the backend's default port).
+fn server_address(url: &str) -> Option<String> {
+    let parsed = Url::parse(url).ok()?;
+    let host = parsed.host_str()?;
+    let port = parsed.port().unwrap_or(match Backend::from_url(url).ok()? {
+        Backend::Postgres => 5432,
+        Backend::MySql => 3306,
+        Backend::Sqlite => return None,
+    });
+    Some(format!("{host}:{port}"))
+}
+
+async fn refused_or(otherwise: ConnectProblem, url: &str) -> ConnectProblem {
+    let Some(address) = server_address(url) else {
+        return otherwise;
+    };
+    let attempt = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::TcpStream::connect(address.as_str()),
+    )
+    .await;
+    match attempt {
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            ConnectProblem::Refused { address }
+        }
+        _ => otherwise,
+    }
+}
+
+/// The file a SQLite URL names; `None` for an in-memory database or another backend.
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    if Backend::from_url(url).ok()? != Backend::Sqlite || is_sqlite_memory(url) {
+        return None;
+    }
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty()).then(|| std::path::PathBuf::from(path))
+}
+
+/// A driver's message with every secret of the database URL scrubbed out: drivers repeat the URL (or the
+/// password) in some of their errors, and what they say must not reach a terminal or a log unmasked.
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct DriverText(String);
+
+impl DriverText {
+    /// `error`'s message with the secrets of `url` removed.
+    pub fn new(error: &dyn std::fmt::Display, url: &str) -> Self {
+        Self(scrub(&error.to_string(), url))
+    }
+}
+
+/// Refuses a server URL the driver could not read either, before the driver gets to repeat it.
+fn check_server_url(url: &str) -> Result<(), ConnectError> {
+    match Url::parse(url) {
+        Ok(_) => Ok(()),
+        Err(error) => Err(ConnectError::InvalidUrl {
+            url: mask_url(url),
+            reason: format!(
+                "{error} (a password holding `#`, `/`, `?`, `@` or `:` must be percent-encoded: %23, %2F, %3F, %40, %3A)"
+            ),
+        }),
+    }
+}
+
+/// Whether the driver refused the URL's settings (bad input) rather than failed to reach the database.
+fn is_configuration_error(error: &DbErr) -> bool {
+    matches!(
+        error,
+        DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e)) if matches!(**e, sea_orm::sqlx::Error::Configuration(_))
+    )
 }
 
 /// Pool and connection settings.
@@ -106,25 +297,6 @@ impl ConnectSettings {
             max_connections: None,
             connect_timeout: Duration::from_secs(10),
         }
-    }
-}
-
-/// `url` with its password replaced by `***`, for errors and logs.
-pub fn mask_url(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            if parsed.set_password(Some("***")).is_ok() {
-                parsed.to_string()
-            } else {
-                "<database URL with an unprintable password>".to_owned()
-            }
-        }
-        Ok(_) => url.to_owned(),
-        // An unparsable URL may still hold a secret after the scheme: keep only the scheme.
-        Err(_) => match url.split_once(':') {
-            Some((scheme, _)) if url.contains('@') => format!("{scheme}:<masked>"),
-            _ => url.to_owned(),
-        },
     }
 }
 
@@ -168,6 +340,9 @@ pub const PING_IDLE_AFTER: Duration = Duration::from_secs(30);
 /// failing. An in-memory SQLite database lives as long as its single, never-recycled connection.
 pub async fn connect(settings: &ConnectSettings) -> Result<DatabaseConnection, ConnectError> {
     let backend = Backend::from_url(&settings.url)?;
+    if backend != Backend::Sqlite {
+        check_server_url(&settings.url)?;
+    }
     let memory = backend == Backend::Sqlite && is_sqlite_memory(&settings.url);
     let size = match backend {
         Backend::Sqlite if memory => 1,
@@ -176,6 +351,19 @@ pub async fn connect(settings: &ConnectSettings) -> Result<DatabaseConnection, C
         Backend::Postgres | Backend::MySql => 10,
     };
     let size = settings.max_connections.unwrap_or(size);
+    // SQLite's own answer is "unable to open database file", whatever the reason: say which.
+    if let Some(directory) = sqlite_file(&settings.url)
+        .and_then(|file| file.parent().map(std::path::Path::to_path_buf))
+        .filter(|dir| !dir.as_os_str().is_empty() && !dir.is_dir())
+    {
+        return Err(ConnectError::Connect {
+            url: mask_url(&settings.url),
+            problem: ConnectProblem::MissingDirectory {
+                directory: directory.display().to_string(),
+            },
+            detail: DriverText("no such directory".to_owned()),
+        });
+    }
     open_pool(settings, backend, size, memory).await
 }
 
@@ -238,12 +426,20 @@ async fn open_pool(
             .busy_timeout(Duration::from_secs(30))
             .pragma("mmap_size", SQLITE_MMAP_BYTES.to_string())
     });
-    Database::connect(options)
-        .await
-        .map_err(|source| ConnectError::Connect {
-            url: mask_url(&settings.url),
-            source,
-        })
+    let error = match Database::connect(options).await {
+        Ok(db) => return Ok(db),
+        Err(error) => error,
+    };
+    let url = mask_url(&settings.url);
+    let detail = DriverText::new(&error, &settings.url);
+    if is_configuration_error(&error) {
+        return Err(ConnectError::InvalidUrl {
+            url,
+            reason: detail.0,
+        });
+    }
+    let problem = classify(&error, settings).await;
+    Err(ConnectError::Connect { url, problem, detail })
 }
 
 /// `sql` written with `?` placeholders, in the dialect of `backend`: PostgreSQL's are numbered (`$1`, `$2`,
@@ -263,38 +459,142 @@ pub fn numbered_placeholders(backend: DatabaseBackend, sql: &str) -> String {
     out
 }
 
+/// PostgreSQL advisory lock key held while migrating (any constant; "flowrun" in ASCII).
+const PG_MIGRATE_LOCK: i64 = 0x0066_6c6f_7772_756e;
+
+/// How long a MySQL/MariaDB migration waits for another one to finish, in seconds.
+const MYSQL_MIGRATE_LOCK_WAIT_SECS: u32 = 600;
+
 /// Applies every pending migration. Applying them again is a no-op.
+///
+/// Several processes may migrate one fresh database at once (deployments start replicas together); without
+/// a lock each would create the same tables and all but one fail on duplicate keys. On PostgreSQL and
+/// MySQL/MariaDB the migration runs under a database lock (`pg_advisory_lock`, `GET_LOCK`) on a connection
+/// of its own, as those locks belong to a session. A SQLite file is migrated inside one `BEGIN IMMEDIATE`
+/// transaction, which holds its write lock (sea-orm-migration opens no transaction of its own on SQLite
+/// unless a migration asks for one, which flowrun's must not).
 pub async fn migrate(db: &DatabaseConnection, url: &str) -> Result<(), ConnectError> {
-    Migrator::up(db, None)
+    let failed = |error: DbErr| ConnectError::Migrate {
+        url: mask_url(url),
+        detail: DriverText::new(&error, url),
+    };
+    let backend = Backend::from(db.get_database_backend());
+    if backend == Backend::Sqlite && is_sqlite_memory(url) {
+        // Private to this process's one connection: nobody else can migrate it.
+        return Migrator::up(db, None).await.map_err(failed);
+    }
+    let session = open_pool(&ConnectSettings::new(url), backend, 1, true).await?;
+    let result = async {
+        lock_migrations(&session, backend).await?;
+        let migrated = Migrator::up(&session, None).await;
+        let unlocked = unlock_migrations(&session, backend, migrated.is_ok()).await;
+        migrated.and(unlocked)
+    }
+    .await
+    .map_err(failed);
+    let _ = session.close().await;
+    result
+}
+
+/// The MySQL lock name: per database (lock names are server-wide), at most 64 characters.
+const MYSQL_LOCK_NAME: &str = "LEFT(CONCAT('flowrun_migrate:', DATABASE()), 64)";
+
+async fn lock_migrations(session: &DatabaseConnection, backend: Backend) -> Result<(), DbErr> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let db_backend = session.get_database_backend();
+    match backend {
+        Backend::Postgres => {
+            session
+                .execute_raw(Statement::from_string(
+                    db_backend,
+                    format!("SELECT pg_advisory_lock({PG_MIGRATE_LOCK})"),
+                ))
+                .await?;
+            Ok(())
+        }
+        Backend::MySql => {
+            let got = session
+                .query_one_raw(Statement::from_string(
+                    db_backend,
+                    format!("SELECT GET_LOCK({MYSQL_LOCK_NAME}, {MYSQL_MIGRATE_LOCK_WAIT_SECS})"),
+                ))
+                .await?
+                .and_then(|row| row.try_get_by_index::<Option<i64>>(0).ok().flatten());
+            if got == Some(1) {
+                Ok(())
+            } else {
+                Err(DbErr::Migration(format!(
+                    "another migration held the lock for more than {MYSQL_MIGRATE_LOCK_WAIT_SECS} s"
+                )))
+            }
+        }
+        Backend::Sqlite => session.execute_unprepared("BEGIN IMMEDIATE").await.map(|_| ()),
+    }
+}
+
+async fn unlock_migrations(
+    session: &DatabaseConnection,
+    backend: Backend,
+    migrated: bool,
+) -> Result<(), DbErr> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let sql = match backend {
+        Backend::Postgres => format!("SELECT pg_advisory_unlock({PG_MIGRATE_LOCK})"),
+        Backend::MySql => format!("SELECT RELEASE_LOCK({MYSQL_LOCK_NAME})"),
+        Backend::Sqlite if migrated => "COMMIT".to_owned(),
+        Backend::Sqlite => "ROLLBACK".to_owned(),
+    };
+    session
+        .execute_raw(Statement::from_string(session.get_database_backend(), sql))
         .await
-        .map_err(|source| ConnectError::Migrate {
-            url: mask_url(url),
-            source,
-        })
+        .map(|_| ())
 }
 
 /// Whether every migration has been applied.
+///
+/// Only reads (the catalog, then the migrations table), so that a runtime role with no right to create
+/// tables can check: sea-orm-migration's own check first runs `CREATE TABLE IF NOT EXISTS
+/// seaql_migrations`, which such a role may not even attempt.
 pub async fn is_migrated(db: &DatabaseConnection) -> Result<bool, DbErr> {
-    Ok(Migrator::get_pending_migrations(db).await?.is_empty())
+    use sea_orm::{ConnectionTrait, Statement};
+    let backend = db.get_database_backend();
+    let table_exists = match backend {
+        DatabaseBackend::Postgres => {
+            "SELECT COUNT(*) FROM information_schema.tables \
+             WHERE table_schema = current_schema() AND table_name = 'seaql_migrations'"
+        }
+        DatabaseBackend::MySql => {
+            "SELECT COUNT(*) FROM information_schema.tables \
+             WHERE table_schema = DATABASE() AND table_name = 'seaql_migrations'"
+        }
+        _ => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'seaql_migrations'",
+    };
+    let count = db
+        .query_one_raw(Statement::from_string(backend, table_exists))
+        .await?
+        .map(|row| row.try_get_by_index::<i64>(0))
+        .transpose()?
+        .unwrap_or(0);
+    if count == 0 {
+        return Ok(false);
+    }
+    let applied: std::collections::HashSet<String> = db
+        .query_all_raw(Statement::from_string(
+            backend,
+            "SELECT version FROM seaql_migrations",
+        ))
+        .await?
+        .iter()
+        .filter_map(|row| row.try_get_by_index::<String>(0).ok())
+        .collect();
+    Ok(Migrator::migrations()
+        .iter()
+        .all(|migration| applied.contains(migration.name())))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_masked() {
-        assert_eq!(
-            mask_url("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(
-            mask_url("mysql://root@127.0.0.1/test"),
-            "mysql://root@127.0.0.1/test"
-        );
-        assert_eq!(mask_url("sqlite://flowrun.db"), "sqlite://flowrun.db");
-        assert!(!mask_url("postgres://u:se%cret@[bad/db").contains("se%cret"));
-    }
 
     #[test]
     fn sqlite_files_are_created_on_first_use() {

@@ -8,15 +8,17 @@ pub mod entity;
 mod flows_repo;
 mod mapping;
 mod runs_repo;
+mod secrets;
 pub mod text;
 mod writer;
 
 pub use clock::SystemClock;
 pub use db::{
-    Backend, ConnectError, ConnectSettings, PING_IDLE_AFTER, SQLITE_MMAP_BYTES, connect, connect_run_writer,
-    is_migrated, mask_url, migrate, numbered_placeholders,
+    Backend, ConnectError, ConnectProblem, ConnectSettings, DriverText, PING_IDLE_AFTER, SQLITE_MMAP_BYTES,
+    connect, connect_run_writer, is_migrated, migrate, numbered_placeholders, sqlite_file,
 };
 pub use flows_repo::SeaOrmDataFlowRepository;
 pub use runs_repo::{SeaOrmRunRepository, execute_unprepared};
 pub use sea_orm::DatabaseConnection;
+pub use secrets::{MASK, mask_url, scrub};
 pub use writer::{RunWriter, WriteTransaction};

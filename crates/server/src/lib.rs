@@ -2,6 +2,7 @@
 //! token and IP allow-list, with an optional in-process scheduler tick. The binary in `main.rs` reads the
 //! environment, retries the database at start-up and shuts down gracefully.
 
+pub mod listener;
 pub mod routes;
 pub mod security;
 
@@ -12,6 +13,7 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 use flowrun_app::App;
 
+pub use listener::{ConnectionLimits, LimitArgs, with_limits};
 pub use security::{Security, parse_networks};
 
 /// The application's routes with the access rules applied.

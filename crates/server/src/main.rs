@@ -11,11 +11,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use flowrun_app::{
-    App, AppError, ConnectError, DEFAULT_DATABASE_URL, MigratePolicy, Settings, builtin_registry,
+    App, AppError, ConnectError, ConnectProblem, DEFAULT_DATABASE_URL, MigratePolicy, Settings,
+    builtin_registry,
 };
 use flowrun_domain::ShutdownController;
 use flowrun_server::routes::Tick;
-use flowrun_server::{Security, parse_networks, router};
+use flowrun_server::{LimitArgs, Security, parse_networks, router};
 use futures::FutureExt;
 use std::panic::AssertUnwindSafe;
 use tokio::sync::watch;
@@ -49,9 +50,13 @@ struct Args {
     /// Seconds running flows get to finish after SIGTERM before they are interrupted.
     #[arg(long, env = "FLOWRUN_SHUTDOWN_GRACE_SECS", default_value_t = 30.0)]
     shutdown_grace_secs: f64,
-    /// Log as JSON lines instead of text.
-    #[arg(long, env = "FLOWRUN_LOG_JSON")]
+    /// Log as JSON lines instead of text (1/0, true/false, yes/no, on/off).
+    #[arg(long, env = "FLOWRUN_LOG_JSON", action = clap::ArgAction::Set, num_args = 0..=1,
+          default_value_t = false, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
     log_json: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
@@ -64,9 +69,18 @@ fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // PostgreSQL's notices for every `IF NOT EXISTS` are expected, not news.
+    let filter = match flowrun_app::QUIET_NOTICES.parse() {
+        Ok(directive) if !filter.to_string().contains("sqlx") => filter.add_directive(directive),
+        _ => filter,
+    };
+    // Escape codes only where a terminal reads them: not in files, pipes or with NO_COLOR.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
     let _ = if json {
         builder.json().try_init()
     } else {
@@ -78,10 +92,12 @@ fn init_logging(json: bool) {
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     init_logging(args.log_json);
+    let url = args.database_url.clone();
     match serve(args).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            error!("{error:#}");
+            // Scrubbed again: whatever a driver said, the URL's secrets stay out of the log.
+            error!("{}", flowrun_app::scrub(&format!("{error:#}"), &url));
             std::process::ExitCode::FAILURE
         }
     }
@@ -105,6 +121,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .map(|s| seconds("FLOWRUN_TICK_SECS", s))
         .transpose()?;
     let grace = seconds("FLOWRUN_SHUTDOWN_GRACE_SECS", args.shutdown_grace_secs)?;
+    let limits = args.limits.limits()?;
     let mut settings = Settings::new(args.database_url).with_lease_from_env()?;
     settings.concurrency = flowrun_app::parse_concurrency(&args.concurrency.to_string())?;
     // Each attempt waits this long; the retry loop provides the patience.
@@ -145,13 +162,14 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let shutdown = tokio::spawn(drive_shutdown(Arc::clone(&controller), stop.clone(), grace));
 
     let mut http_stop = stop.clone();
-    let server = axum::serve(
+    let server = flowrun_server::listener::serve(
         listener,
-        routes.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = http_stop.wait_for(|stopped| *stopped).await;
-    });
+        flowrun_server::with_limits(routes, limits),
+        limits,
+        async move {
+            let _ = http_stop.wait_for(|stopped| *stopped).await;
+        },
+    );
     let served = async {
         let result = server.await;
         if let Some(ticker) = ticker {
@@ -223,6 +241,13 @@ async fn open_with_retry(
     loop {
         match App::open(settings, builtin_registry(), MigratePolicy::SqliteOnly).await {
             Ok(app) => return Ok(Some(app)),
+            // A missing SQLite directory will not appear by waiting: it is a wrong DATABASE_URL.
+            Err(
+                error @ AppError::Connect(ConnectError::Connect {
+                    problem: ConnectProblem::MissingDirectory { .. },
+                    ..
+                }),
+            ) => return Err(error.into()),
             Err(error @ (AppError::Connect(ConnectError::Connect { .. }) | AppError::NotMigrated { .. })) => {
                 warn!(%error, retry_in_secs = delay.as_secs_f64(), "database not ready; retrying");
             }

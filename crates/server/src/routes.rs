@@ -46,8 +46,20 @@ impl ApiError {
     }
 }
 
+/// The messages a 500 answer may carry; anything else in one is detail for the log. (Other 5xx answers,
+/// such as /healthz's 503, carry messages written for the caller.)
+const STABLE_SERVER_ERRORS: [&str; 2] = [DATABASE_ERROR, "internal error"];
+const DATABASE_ERROR: &str = "database error";
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // Driver text names tables, columns and hosts: it is for the log, not for whoever called.
+        if self.status == StatusCode::INTERNAL_SERVER_ERROR
+            && !STABLE_SERVER_ERRORS.contains(&self.message.as_str())
+        {
+            error!(detail = %self.message, status = %self.status, "request failed");
+            return (self.status, error_body("internal error")).into_response();
+        }
         (self.status, error_body(&self.message)).into_response()
     }
 }
@@ -55,7 +67,7 @@ impl IntoResponse for ApiError {
 impl From<RepositoryError> for ApiError {
     fn from(error: RepositoryError) -> Self {
         error!(%error, "request failed on the database");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, DATABASE_ERROR)
     }
 }
 
