@@ -279,11 +279,15 @@ pub fn print_heartbeat(report: &HeartbeatReport, style: &Style) {
             Some(RunEnd::Succeeded) => (style.status(RunStatus::Success), String::new()),
             Some(RunEnd::Failed(message)) => (
                 style.status(RunStatus::Failed),
-                format!(": {}", message.lines().next().unwrap_or_default()),
+                format!(": {}", visible(message.lines().next().unwrap_or_default(), false)),
             ),
             None => (style.status(RunStatus::InProgress), String::new()),
         };
-        println!("  {} run {} {status}{detail}", run.flow, run.run_id);
+        println!(
+            "  {} run {} {status}{detail}",
+            visible(run.flow.as_str(), false),
+            run.run_id
+        );
     }
 }
 
