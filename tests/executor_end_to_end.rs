@@ -320,6 +320,8 @@ async fn a_claim_held_by_a_dead_process_expires_and_the_scheduler_runs_the_flow_
                 lease_owner: flowrun_domain::LeaseOwner::new("dead-host:999"),
                 lease_expires_at: now + chrono::Duration::seconds(1),
                 claim: flowrun_domain::Claim::Manual,
+                trigger: flowrun_domain::Trigger::Manual,
+                attempt: 1,
             })
             .await
             .expect("claimed");

@@ -5,7 +5,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use flowrun_app::App;
 use flowrun_domain::{
     Claim, CreateDataFlowError, DataFlow, DataFlowId, FinishRunError, FlowName, LeaseOwner, NewDataFlow,
-    RunFilter, RunId, RunInterval, RunOutcome, RunStatus, StartRun, StartRunError,
+    RunFilter, RunId, RunInterval, RunOutcome, RunStatus, StartRun, StartRunError, Trigger,
 };
 use flowrun_infra::SeaOrmRunRepository;
 use flowrun_tests::{Kind, TestDatabase, fresh_databases, open, recent_runs, stored_run};
@@ -41,6 +41,8 @@ fn start(flow: &DataFlow, at: DateTime<Utc>) -> StartRun {
         lease_owner: LeaseOwner::new("host:1"),
         lease_expires_at: at + Duration::seconds(60),
         claim: Claim::Manual,
+        trigger: Trigger::Manual,
+        attempt: 1,
     }
 }
 

@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261126_000001_create_data_flows;
 mod m20261127_000001_live_run_lease_index;
 mod m20261128_000001_flow_schedules;
+mod m20261129_000001_run_control;
 
 /// Every migration of flowrun, in order.
 #[derive(Debug)]
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000001_create_data_flows::Migration),
             Box::new(m20261127_000001_live_run_lease_index::Migration),
             Box::new(m20261128_000001_flow_schedules::Migration),
+            Box::new(m20261129_000001_run_control::Migration),
         ]
     }
 }

@@ -24,6 +24,7 @@ pub fn flow_json(flow: &DataFlow) -> Value {
         "run_interval_secs": interval_secs(&flow.schedule),
         "schedule": schedule_json(&flow.schedule),
         "next_run_at": timestamp(flow.next_run_at),
+        "timeout_secs": flow.timeout.map(|t| t.as_secs()),
         "last_run_at": timestamp(flow.last_run_at),
         "last_run_status": flow.last_run_status.map(|s| s.as_str()),
         "created_at": timestamp(Some(flow.created_at)),
@@ -59,6 +60,11 @@ pub fn run_json(run: &DataFlowRun, flow_name: &str) -> Value {
         "duration_ms": run.duration().map(|d| d.num_milliseconds()),
         "error_message": run.error_message,
         "error_backtrace": run.error_backtrace,
+        "attempt": run.attempt,
+        "trigger": run.trigger.as_str(),
+        "failure_kind": run.failure_kind.map(|kind| kind.as_str()),
+        "cancel_requested_at": timestamp(run.cancel_requested.as_ref().map(|request| request.at)),
+        "cancel_requested_by": run.cancel_requested.as_ref().map(|request| request.by.as_str()),
     })
 }
 

@@ -24,8 +24,8 @@ use flowrun_app::{App, AppError, DEFAULT_DATABASE_URL, MigratePolicy, Settings, 
 use flowrun_domain::duration::parse_duration;
 use flowrun_domain::schedule::MAX_UPCOMING;
 use flowrun_domain::{
-    CreateDataFlowError, CronSchedule, DataFlow, ExecuteError, FlowName, FlowRegistry, NewDataFlow,
-    RunFilter, RunId, RunInterval, RunStatus, Schedule,
+    CancelOutcome, CreateDataFlowError, CronSchedule, DataFlow, ExecuteError, FailureKind, FlowName,
+    FlowRegistry, NewDataFlow, RunFilter, RunId, RunInterval, RunStatus, Schedule, Timeout,
 };
 use serde_json::{Map, Value};
 
@@ -111,6 +111,9 @@ enum FlowCommand {
         config: Option<String>,
         #[command(flatten)]
         schedule: ScheduleArgs,
+        /// Stop a run that takes longer than DURATION (90, 90s, 15m, 1h30m) and record it failed (timeout).
+        #[arg(long, value_name = "DURATION")]
+        timeout: Option<String>,
         /// Free text.
         #[arg(long, default_value = "")]
         description: String,
@@ -216,6 +219,9 @@ struct RunsArgs {
     /// Only runs in this status: pending, in_progress, success, failed.
     #[arg(long)]
     status: Option<String>,
+    /// Only failed runs of this kind: error, panic, timeout, cancelled, interrupted, abandoned.
+    #[arg(long, value_name = "KIND")]
+    failure_kind: Option<String>,
     /// At most this many runs (1 to 10000).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=MAX_RUNS_LIMIT))]
     limit: u64,
@@ -243,6 +249,14 @@ enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Stop a running run, wherever it runs: recorded as failed (cancelled) within a few seconds.
+    Cancel {
+        /// The run id.
+        id: i64,
+        /// Print the run as JSON once it has stopped (or the request, if it has not yet).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// How a command ended, mapped to the contract's exit codes.
@@ -256,6 +270,13 @@ enum Failure {
     Infra(anyhow::Error),
     /// 4: a live run holds the flow.
     AlreadyRunning(String),
+    /// 130 (SIGINT) or 143 (SIGTERM): the command was interrupted; its run is recorded as interrupted.
+    Interrupted {
+        /// What happened to the run.
+        message: String,
+        /// 128 + the signal's number.
+        code: u8,
+    },
 }
 
 impl Failure {
@@ -265,6 +286,7 @@ impl Failure {
             Self::Usage(_) => 2,
             Self::Infra(_) => 3,
             Self::AlreadyRunning(_) => 4,
+            Self::Interrupted { code, .. } => *code,
         }
     }
 }
@@ -297,7 +319,10 @@ fn main() -> ExitCode {
         Err(failure) => {
             let style = Style::stderr();
             match &failure {
-                Failure::FlowFailed(message) | Failure::Usage(message) | Failure::AlreadyRunning(message) => {
+                Failure::FlowFailed(message)
+                | Failure::Usage(message)
+                | Failure::AlreadyRunning(message)
+                | Failure::Interrupted { message, .. } => {
                     eprintln!("{} {}", style.error("error:"), scrub(message.clone()));
                 }
                 Failure::Infra(error) => {
@@ -571,6 +596,7 @@ async fn flow_command(app: &App, command: FlowCommand) -> Outcome {
             class,
             config,
             schedule,
+            timeout,
             description,
             disabled,
             json,
@@ -579,9 +605,11 @@ async fn flow_command(app: &App, command: FlowCommand) -> Outcome {
             let schedule = schedule
                 .parse()?
                 .unwrap_or_else(|| RunInterval::DEFAULT.schedule());
+            let timeout = timeout.as_deref().map(parse_timeout).transpose()?;
             let configuration = configuration(&class, config.as_deref(), app.executor.registry())?;
             let new = NewDataFlow::new(name, description, !disabled, configuration, schedule)
-                .map_err(|e| Failure::Usage(e.to_string()))?;
+                .map_err(|e| Failure::Usage(e.to_string()))?
+                .with_timeout(timeout);
             let flow = app
                 .flows
                 .create(new, app.clock.now())
@@ -661,11 +689,64 @@ async fn set_enabled(app: &App, name: &str, enabled: bool, json: bool) -> Outcom
     Ok(())
 }
 
+/// Waits for Ctrl-C or SIGTERM; returns the exit code that reports it (128 + the signal's number).
+async fn interrupt_signal() -> u8 {
+    let ctrl_c = async {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => 130,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+                143
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<u8>();
+    tokio::select! {
+        code = ctrl_c => code,
+        code = terminate => code,
+    }
+}
+
 async fn run_command(app: &App, name: &str, json: bool) -> Outcome {
     let flow = find_flow(app, name).await?;
+    // Ctrl-C or SIGTERM stops the flow and records its run as interrupted before the process exits, so
+    // the flow is free at once instead of held until its lease expires.
+    let (controller, signal) = flowrun_domain::ShutdownController::new();
+    let app = app.clone().with_shutdown(signal);
+    let (interrupted_tx, interrupted) = tokio::sync::oneshot::channel();
+    let listener = tokio::spawn(async move {
+        let code = interrupt_signal().await;
+        controller.abort();
+        let _ = interrupted_tx.send(code);
+    });
     let spinner =
         (!json && std::io::stderr().is_terminal()).then(|| output::Spinner::start(flow.name.to_string()));
     let result = app.executor.execute(&flow).await;
+    listener.abort();
+    if let Ok(code) = interrupted.await {
+        if let Some(spinner) = spinner {
+            spinner.stop().await;
+        }
+        let run = result.as_ref().err().and_then(ExecuteError::run_id);
+        return Err(Failure::Interrupted {
+            message: match run {
+                Some(id) => format!(
+                    "interrupted: run {id} of {} was stopped and recorded as interrupted",
+                    flow.name
+                ),
+                None => format!("interrupted before a run of {} started", flow.name),
+            },
+            code,
+        });
+    }
     if let Some(spinner) = spinner {
         spinner.stop().await;
     }
@@ -710,6 +791,70 @@ async fn run_command(app: &App, name: &str, json: bool) -> Outcome {
     }
 }
 
+/// A `--timeout` value: a duration of 1 s to 100 years.
+fn parse_timeout(raw: &str) -> Result<Timeout, Failure> {
+    let usage = |e: &dyn std::fmt::Display| Failure::Usage(format!("--timeout: {e}"));
+    let duration = parse_duration(raw).map_err(|e| usage(&e))?;
+    Timeout::from_secs(duration.as_secs()).map_err(|e| usage(&e))
+}
+
+/// How long `runs cancel` waits to see the run stop before it reports the request only: a little more than
+/// the running process's cancel poll.
+const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `flowrun runs cancel ID`: records the request, then waits (briefly) for the process running the run to
+/// stop it, and says how it ended.
+async fn cancel_command(app: &App, id: RunId, json: bool) -> Outcome {
+    let by = format!("cli {}", flowrun_app::lease_owner());
+    match app.runs.request_cancel(id, by, app.clock.now()).await? {
+        CancelOutcome::NotFound => {
+            return Err(Failure::Usage(format!(
+                "no run with id {id} (see `flowrun runs`)"
+            )));
+        }
+        CancelOutcome::AlreadyEnded(status) => {
+            return Err(Failure::Usage(format!(
+                "run {id} has already ended ({status}); nothing to cancel"
+            )));
+        }
+        CancelOutcome::Requested(_) => {}
+    }
+    let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
+    let record = loop {
+        let record = app
+            .runs
+            .find_run(id)
+            .await?
+            .ok_or_else(|| Failure::Usage(format!("run {id} was deleted")))?;
+        if record.run.status.is_terminal() || tokio::time::Instant::now() >= deadline {
+            break record;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    if json {
+        print_json(&run_json(&record.run, &record.flow_name));
+    } else if record.run.status.is_terminal() {
+        println!(
+            "run {id} of {} stopped: {}",
+            output::visible(&record.flow_name, false),
+            output::visible(
+                record
+                    .run
+                    .error_message
+                    .as_deref()
+                    .unwrap_or(record.run.status.as_str()),
+                false
+            )
+        );
+    } else {
+        println!(
+            "cancel of run {id} requested; the process running it ({}) stops it at its next check",
+            output::visible(record.run.lease_owner.as_deref().unwrap_or("unknown"), false)
+        );
+    }
+    Ok(())
+}
+
 async fn runs_command(app: &App, args: RunsArgs) -> Outcome {
     let style = Style::stdout();
     match args.command {
@@ -726,6 +871,7 @@ async fn runs_command(app: &App, args: RunsArgs) -> Outcome {
             }
             Ok(())
         }
+        Some(RunsCommand::Cancel { id, json }) => cancel_command(app, RunId(id), json).await,
         Some(RunsCommand::Reap { json }) => {
             let reaped = app.scheduler.reap().await?;
             if json {
@@ -749,11 +895,18 @@ async fn runs_command(app: &App, args: RunsArgs) -> Outcome {
                 Some(name) => Some(find_flow(app, name).await?.id),
                 None => None,
             };
+            let failure_kind = args
+                .failure_kind
+                .as_deref()
+                .map(str::parse::<FailureKind>)
+                .transpose()
+                .map_err(|e| Failure::Usage(e.to_string()))?;
             let records = app
                 .runs
                 .list_runs(RunFilter {
                     data_flow_id,
                     status,
+                    failure_kind,
                     limit: args.limit,
                 })
                 .await?;

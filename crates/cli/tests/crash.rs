@@ -1,7 +1,9 @@
-//! Crash safety of the `flowrun` binary (issue 7), driven as real child processes on every configured
+//! Crash safety and run control of the `flowrun` binary, driven as real child processes on every configured
 //! backend: a run whose process is killed is closed as abandoned once its lease expires and frees its flow;
 //! a process that stalls past its lease and wakes up late cannot overwrite the reaped run; two processes
-//! never run one flow at once; and a live run keeps renewing its lease, so it is never reaped.
+//! never run one flow at once; a live run keeps renewing its lease, so it is never reaped; a run past its
+//! timeout, cancelled from another process, or interrupted with Ctrl-C is stopped, recorded as such, and
+//! frees its flow at once.
 //!
 //! Timing: the lease is a second or less. Every wait polls `flowrun runs --json` under a bounded deadline,
 //! and every "the lease has expired" step waits a full lease after the holder stopped renewing, measured on
@@ -652,4 +654,145 @@ fn live_run_is_never_reaped(env: &Env) {
     assert_eq!(run["status"], "success", "[{name}] {run}");
     assert_eq!(run["error_message"], Value::Null, "[{name}] {run}");
     assert_eq!(reaped(env), 0, "[{name}] a finished run is not reaped");
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Run control: timeouts, cancel from another process, Ctrl-C.
+
+#[test]
+fn a_flow_past_its_timeout_is_stopped_recorded_as_timeout_and_free_at_once() {
+    for kind in configured_kinds() {
+        let env = Env::new(kind);
+        let name = env.name();
+        env.ok(&[
+            "flow",
+            "create",
+            "hangs",
+            "--class",
+            "Sleep",
+            "--config",
+            r#"{"seconds": 30}"#,
+            "--timeout",
+            "1s",
+        ]);
+        assert_eq!(env.flow("hangs")["timeout_secs"], 1, "[{name}]");
+        let began = Instant::now();
+        let first = env.run_to_end("hangs", "60");
+        assert_eq!(
+            first.status.code(),
+            Some(1),
+            "[{name}] {}",
+            String::from_utf8_lossy(&first.stderr)
+        );
+        assert!(
+            began.elapsed() < Duration::from_secs(15),
+            "[{name}] stopped after {:?}",
+            began.elapsed()
+        );
+        let run: Value = serde_json::from_slice(&first.stdout).expect("the run as JSON");
+        assert_eq!(
+            (run["status"].as_str(), run["failure_kind"].as_str()),
+            (Some("failed"), Some("timeout")),
+            "[{name}] {run}"
+        );
+        assert!(
+            text(&run, "error_message").starts_with("timed out: the flow was stopped after 1s"),
+            "[{name}] {run}"
+        );
+        // Free at once: the next run starts (and times out again) instead of exiting 4.
+        assert_eq!(env.run_to_end("hangs", "60").status.code(), Some(1), "[{name}]");
+        let timed_out = env.json(&["runs", "--failure-kind", "timeout", "--json"]);
+        assert_eq!(
+            timed_out.as_array().map(Vec::len),
+            Some(2),
+            "[{name}] {timed_out}"
+        );
+        assert_eq!(
+            env.json(&["runs", "--failure-kind", "panic", "--json"]),
+            json!([]),
+            "[{name}]"
+        );
+    }
+}
+
+#[test]
+fn a_run_cancelled_from_another_process_stops_within_seconds() {
+    for kind in configured_kinds() {
+        let env = Env::new(kind);
+        let name = env.name();
+        env.create_sleep("long", 60.0);
+        let mut running = env.spawn_run("long", "60");
+        let id = env.wait_in_progress("long", &mut running);
+        // Give the flow time to yield once, so its watches are armed.
+        sleep(Duration::from_millis(300));
+        let asked = Instant::now();
+        let cancelled = env.json(&["runs", "cancel", &id.to_string(), "--json"]);
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "[{name}] took {:?}",
+            asked.elapsed()
+        );
+        assert_eq!(
+            (cancelled["status"].as_str(), cancelled["failure_kind"].as_str()),
+            (Some("failed"), Some("cancelled")),
+            "[{name}] {cancelled}"
+        );
+        assert!(
+            text(&cancelled, "error_message").starts_with("cancelled by cli "),
+            "[{name}] {cancelled}"
+        );
+        assert!(
+            cancelled["cancel_requested_at"].is_string(),
+            "[{name}] {cancelled}"
+        );
+        let status = running.wait();
+        assert_eq!(
+            status.code(),
+            Some(1),
+            "[{name}] the cancelled `flowrun run` reports a failed run"
+        );
+        let again = env.output(&["runs", "cancel", &id.to_string()]);
+        assert_eq!(
+            again.status.code(),
+            Some(2),
+            "[{name}] cancelling a finished run is bad input"
+        );
+        assert!(
+            String::from_utf8_lossy(&again.stderr).contains("already ended"),
+            "[{name}]"
+        );
+        let missing = env.output(&["runs", "cancel", "999999"]);
+        assert_eq!(missing.status.code(), Some(2), "[{name}]");
+    }
+}
+
+#[test]
+fn ctrl_c_on_flowrun_run_records_the_run_interrupted_and_frees_the_flow_at_once() {
+    for kind in configured_kinds() {
+        let env = Env::new(kind);
+        let name = env.name();
+        env.create_sleep("short", 2.0);
+        let mut running = env.spawn_run("short", "60");
+        let id = env.wait_in_progress("short", &mut running);
+        running.signal("INT");
+        let status = running.wait();
+        assert_eq!(status.code(), Some(130), "[{name}] {}", running.stderr());
+        let run = env.run(id);
+        assert_eq!(
+            (run["status"].as_str(), run["failure_kind"].as_str()),
+            (Some("failed"), Some("interrupted")),
+            "[{name}] {run}"
+        );
+        let next = env.run_to_end("short", "60");
+        assert!(
+            next.status.success(),
+            "[{name}] the flow is free at once: {}",
+            String::from_utf8_lossy(&next.stderr)
+        );
+
+        let mut terminated = env.spawn_run("short", "60");
+        env.wait_in_progress("short", &mut terminated);
+        terminated.signal("TERM");
+        assert_eq!(terminated.wait().code(), Some(143), "[{name}]");
+    }
 }

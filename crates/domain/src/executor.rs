@@ -9,9 +9,12 @@ use chrono::{DateTime, TimeDelta, Utc};
 use thiserror::Error;
 use tracing::{Instrument, info_span, warn};
 
+use crate::duration::format_duration;
 use crate::flow::{FlowError, FlowRegistry};
 use crate::lease_keeper::{Kept, LeaseKeeper};
-use crate::model::{DataFlow, DataFlowRun, LeaseOwner, RunId, RunOutcome};
+use crate::model::{
+    CancelRequest, DataFlow, DataFlowRun, FailureKind, LeaseOwner, RunId, RunOutcome, Trigger,
+};
 use crate::panic::{CatchPanic, catch};
 use crate::ports::{Claim, Clock, FinishRunError, RepositoryError, RunRepository, StartRun, StartRunError};
 use crate::shutdown::{Phase, ShutdownSignal};
@@ -21,6 +24,9 @@ use crate::trace::FlowTrace;
 /// to [`RECORD_RETRY_MAX_DELAY`].
 const RECORD_RETRY_FIRST_DELAY: StdDuration = StdDuration::from_millis(50);
 const RECORD_RETRY_MAX_DELAY: StdDuration = StdDuration::from_secs(5);
+
+/// How often a running flow's process asks the database whether someone asked to cancel the run.
+const CANCEL_POLL: StdDuration = StdDuration::from_secs(2);
 
 /// This file as the debug information names it: a flow's trace stops at the executor's frames.
 pub(crate) const SOURCE_FILE: &str = file!();
@@ -90,8 +96,13 @@ pub enum FlowFailure {
     Error(FlowError),
     /// The flow panicked.
     Panic(FlowPanic),
-    /// The process shut down before the flow finished; the flow was cancelled after the grace period.
+    /// The process was stopped (shut down after its grace period, or Ctrl-C) before the flow finished; the
+    /// flow was dropped.
     Interrupted,
+    /// The flow ran past its flow's timeout and was dropped.
+    TimedOut(StdDuration),
+    /// Someone asked to cancel the run; the flow was dropped.
+    Cancelled(CancelRequest),
 }
 
 impl FlowFailure {
@@ -101,9 +112,32 @@ impl FlowFailure {
             Self::Error(error) => error.to_string(),
             Self::Panic(panic) => format!("flow panicked: {}", panic.message),
             Self::Interrupted => {
-                "interrupted: the process shut down before the flow finished and its grace period ran out"
+                "interrupted: the process running the flow was stopped before the flow finished \
+                 (a server stops its flows once its shutdown grace period has run out)"
                     .to_owned()
             }
+            Self::TimedOut(after) => {
+                format!(
+                    "timed out: the flow was stopped after {}",
+                    format_duration(*after)
+                )
+            }
+            Self::Cancelled(request) => format!(
+                "cancelled by {} at {}",
+                request.by,
+                request.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        }
+    }
+
+    /// Why the run failed, as recorded on it.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            Self::Error(_) => FailureKind::Error,
+            Self::Panic(_) => FailureKind::Panic,
+            Self::Interrupted => FailureKind::Interrupted,
+            Self::TimedOut(_) => FailureKind::Timeout,
+            Self::Cancelled(_) => FailureKind::Cancelled,
         }
     }
 
@@ -122,7 +156,7 @@ impl FlowFailure {
                     panic.message
                 )
             }
-            Self::Interrupted => self.message(),
+            Self::Interrupted | Self::TimedOut(_) | Self::Cancelled(_) => self.message(),
         }
     }
 }
@@ -324,7 +358,9 @@ impl FlowExecutor {
     /// [`ExecuteError::Failed`] carrying the flow's own error (or panic). Refuses with
     /// [`ExecuteError::AlreadyRunning`], writing nothing, while another live run holds the flow.
     pub async fn execute(&self, data_flow: &DataFlow) -> Result<DataFlowRun, ExecuteError> {
-        Execution::new(self, data_flow, Claim::Manual).execute().await
+        Execution::new(self, data_flow, Claim::Manual, Trigger::Manual)
+            .execute()
+            .await
     }
 
     /// Like [`FlowExecutor::execute`], for the scheduler: refuses with [`ExecuteError::NotDue`], writing
@@ -346,9 +382,29 @@ impl FlowExecutor {
             warn!(flow = %data_flow.name, schedule = %data_flow.schedule,
                 "the schedule has no time after this run; the flow will not be due again until it is changed");
         }
+        self.claim(data_flow, Claim::Due { next_run_at }, Trigger::Schedule)
+            .await
+    }
+
+    /// Like [`FlowExecutor::claim_due`], for a run started now whatever the schedule says (an API call):
+    /// claims the flow if no run holds it and records the run `in_progress` with `trigger`, leaving the
+    /// schedule alone.
+    pub async fn claim_now(
+        &self,
+        data_flow: &DataFlow,
+        trigger: Trigger,
+    ) -> Result<ClaimedRun, ExecuteError> {
+        self.claim(data_flow, Claim::Manual, trigger).await
+    }
+
+    async fn claim(
+        &self,
+        data_flow: &DataFlow,
+        claim: Claim,
+        trigger: Trigger,
+    ) -> Result<ClaimedRun, ExecuteError> {
         let leased_at = tokio::time::Instant::now();
-        let execution = Execution::new(self, data_flow, Claim::Due { next_run_at });
-        let run = execution.start().await?;
+        let run = Execution::new(self, data_flow, claim, trigger).start().await?;
         Ok(ClaimedRun {
             executor: self.clone(),
             data_flow: data_flow.clone(),
@@ -422,7 +478,7 @@ impl ClaimedRun {
 
     /// Builds and runs the flow and records its end, as [`FlowExecutor::execute`] does after the start.
     pub async fn finish(self) -> Result<DataFlowRun, ExecuteError> {
-        let execution = Execution::new(&self.executor, &self.data_flow, Claim::Manual);
+        let execution = Execution::new(&self.executor, &self.data_flow, Claim::Manual, self.run.trigger);
         let span = info_span!("flow_run", flow = %self.data_flow.name, run_id = self.run.id.0);
         execution
             .run_and_record(self.run, self.leased_at)
@@ -436,14 +492,16 @@ struct Execution<'a> {
     executor: &'a FlowExecutor,
     data_flow: &'a DataFlow,
     claim: Claim,
+    trigger: Trigger,
 }
 
 impl<'a> Execution<'a> {
-    fn new(executor: &'a FlowExecutor, data_flow: &'a DataFlow, claim: Claim) -> Self {
+    fn new(executor: &'a FlowExecutor, data_flow: &'a DataFlow, claim: Claim, trigger: Trigger) -> Self {
         Self {
             executor,
             data_flow,
             claim,
+            trigger,
         }
     }
 
@@ -469,7 +527,7 @@ impl<'a> Execution<'a> {
     ) -> Result<DataFlowRun, ExecuteError> {
         // Before the build: a slow constructor is as much the run's time as the flow itself.
         let lease = self.executor.keeper.keep(run.id, leased_at);
-        let result = self.run_flow(&lease).await;
+        let result = self.run_flow(run.id, &lease).await;
         self.record(run, result, &lease).await
     }
 
@@ -492,6 +550,8 @@ impl<'a> Execution<'a> {
                 lease_owner: self.executor.lease.owner.clone(),
                 lease_expires_at: self.executor.lease.expiry(now),
                 claim: self.claim,
+                trigger: self.trigger,
+                attempt: 1,
             };
             let active = match runs.start_run(request).await {
                 Ok(run) => return Ok(run),
@@ -541,7 +601,8 @@ impl<'a> Execution<'a> {
     ///
     /// The lease's renewal timer is armed only once the flow yields, so a flow that finishes within its first
     /// poll (nothing to do, a quick failure) never arms one (see `lease_keeper`).
-    async fn run_flow(&self, renewal: &Kept) -> Result<(), FlowFailure> {
+    async fn run_flow(&self, run_id: RunId, renewal: &Kept) -> Result<(), FlowFailure> {
+        let began = tokio::time::Instant::now();
         let class = self
             .data_flow
             .flow_class()
@@ -550,25 +611,63 @@ impl<'a> Execution<'a> {
         let mut flow = catch(|| registry.build(class, &self.data_flow.configuration))
             .map_err(FlowFailure::Panic)?
             .map_err(|error| FlowFailure::Error(FlowError::new(error)))?;
-        let mut armed = false;
+        let timeout = self.data_flow.timeout.map(|t| t.as_duration());
         let mut running = std::pin::pin!(CatchPanic::new(flow.run()));
         let mut aborted = std::pin::pin!(self.executor.shutdown.aborted());
+        // The watches that stop a flow from outside, made only once the flow yields: a flow that ends in its
+        // first poll never starts a timer or a query.
+        let mut watches: Option<std::pin::Pin<Box<dyn Future<Output = FlowFailure> + Send + '_>>> = None;
         let ended = std::future::poll_fn(|cx| {
             if let Poll::Ready(result) = running.as_mut().poll(cx) {
-                return Poll::Ready(Some(result));
+                return Poll::Ready(Ok(result));
             }
-            if !armed {
-                armed = true;
+            let watch = watches.get_or_insert_with(|| {
                 renewal.arm();
+                Box::pin(self.stopped_from_outside(run_id, began, timeout))
+            });
+            if let Poll::Ready(failure) = watch.as_mut().poll(cx) {
+                return Poll::Ready(Err(failure));
             }
-            aborted.as_mut().poll(cx).map(|()| None)
+            aborted.as_mut().poll(cx).map(|()| Err(FlowFailure::Interrupted))
         })
         .await;
         match ended {
-            Some(Ok(Ok(()))) => Ok(()),
-            Some(Ok(Err(error))) => Err(FlowFailure::Error(error)),
-            Some(Err(panic)) => Err(FlowFailure::Panic(panic)),
-            None => Err(FlowFailure::Interrupted),
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(error))) => Err(FlowFailure::Error(error)),
+            Ok(Err(panic)) => Err(FlowFailure::Panic(panic)),
+            Err(stopped) => Err(stopped),
+        }
+    }
+
+    /// Ends when the run must stop although its flow has not: its timeout (counted from `began`) has
+    /// passed, or someone asked to cancel it (polled every [`CANCEL_POLL`]; a failed poll is tried again at
+    /// the next one).
+    async fn stopped_from_outside(
+        &self,
+        run_id: RunId,
+        began: tokio::time::Instant,
+        timeout: Option<StdDuration>,
+    ) -> FlowFailure {
+        let deadline = async {
+            match timeout.and_then(|t| began.checked_add(t)) {
+                Some(at) => {
+                    tokio::time::sleep_until(at).await;
+                    timeout.unwrap_or_default()
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let cancelled = async {
+            loop {
+                tokio::time::sleep(CANCEL_POLL).await;
+                if let Ok(Some(request)) = self.executor.runs.cancel_request(run_id).await {
+                    return request;
+                }
+            }
+        };
+        tokio::select! {
+            after = deadline => FlowFailure::TimedOut(after),
+            request = cancelled => FlowFailure::Cancelled(request),
         }
     }
 
@@ -586,7 +685,9 @@ impl<'a> Execution<'a> {
         let ended_at = self.executor.clock.now();
         let outcome = match &result {
             Ok(()) => RunOutcome::success(ended_at),
-            Err(failure) => RunOutcome::failure(ended_at, failure.message(), failure.report()),
+            Err(failure) => {
+                RunOutcome::failure(ended_at, failure.message(), failure.report()).of_kind(failure.kind())
+            }
         };
         let run_id = run.id;
         let give_up_at =

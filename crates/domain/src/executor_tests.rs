@@ -49,6 +49,7 @@ fn data_flow(configuration: Value) -> DataFlow {
         configuration,
         schedule: RunInterval::DEFAULT.schedule(),
         next_run_at: Some(at(0)),
+        timeout: None,
         last_run_at: None,
         last_run_status: None,
         created_at: at(0),
@@ -67,6 +68,10 @@ fn in_progress_run(request: &StartRun) -> DataFlowRun {
         error_backtrace: None,
         lease_owner: Some(request.lease_owner.to_string()),
         lease_expires_at: Some(request.lease_expires_at),
+        attempt: request.attempt,
+        trigger: request.trigger,
+        failure_kind: None,
+        cancel_requested: None,
         created_at: request.started_at,
         updated_at: request.started_at,
     }
@@ -1114,6 +1119,20 @@ impl RunRepository for SlowRenewals {
         data_flow_id: Option<DataFlowId>,
     ) -> Result<Vec<DataFlowRun>, RepositoryError> {
         self.inner.reap_expired(now, data_flow_id).await
+    }
+    async fn request_cancel(
+        &self,
+        run_id: RunId,
+        by: String,
+        at: DateTime<Utc>,
+    ) -> Result<crate::ports::CancelOutcome, RepositoryError> {
+        self.inner.request_cancel(run_id, by, at).await
+    }
+    async fn cancel_request(
+        &self,
+        run_id: RunId,
+    ) -> Result<Option<crate::model::CancelRequest>, RepositoryError> {
+        self.inner.cancel_request(run_id).await
     }
     async fn find_run(&self, id: RunId) -> Result<Option<RunRecord>, RepositoryError> {
         self.inner.find_run(id).await

@@ -20,15 +20,18 @@ pub use duration::{DurationError, MAX_DURATION_SECS, format_duration, parse_dura
 pub use executor::{ClaimedRun, ExecuteError, FlowExecutor, FlowFailure, FlowPanic, LeaseSettings};
 pub use flow::{BuildFlowError, ClassRegistry, Flow, FlowError, FlowMessage, FlowRegistry};
 pub use model::{
-    ConfigurationError, DataFlow, DataFlowId, DataFlowRun, FlowName, LastRunStatus, LeaseOwner, NewDataFlow,
-    RunId, RunInterval, RunOutcome, RunStatus, ValidationError,
+    CancelRequest, ConfigurationError, DataFlow, DataFlowId, DataFlowRun, FailureKind, FlowName,
+    LastRunStatus, LeaseOwner, NewDataFlow, RunId, RunInterval, RunOutcome, RunStatus, Timeout, Trigger,
+    ValidationError,
 };
 pub use ports::{
-    ActiveRun, Claim, Clock, CreateDataFlowError, DataFlowRepository, FinishRunError, RepositoryError,
-    RunFilter, RunRecord, RunRepository, StartRun, StartRunError,
+    ActiveRun, CancelOutcome, Claim, Clock, CreateDataFlowError, DataFlowRepository, FinishRunError,
+    RepositoryError, RunFilter, RunRecord, RunRepository, StartRun, StartRunError,
 };
 pub use schedule::{CronSchedule, MAX_INTERVAL_SECS, MAX_UPCOMING, Schedule, ScheduleError};
-pub use scheduler::{CycleError, CycleHealth, Dispatch, HeartbeatReport, RunEnd, Scheduler, TriggeredRun};
+pub use scheduler::{
+    CycleError, CycleHealth, Dispatch, HeartbeatReport, RunEnd, Scheduler, StartNowError, TriggeredRun,
+};
 pub use shutdown::{Phase, ShutdownController, ShutdownSignal};
 pub use trace::{FlowTrace, TraceEnd, TraceFrame};
 

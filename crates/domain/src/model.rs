@@ -62,6 +62,17 @@ pub enum ValidationError {
     /// A status string is not one of the known values.
     #[error("unknown run status `{0}` (expected one of: pending, in_progress, success, failed)")]
     UnknownStatus(String),
+    /// A trigger string is not one of the known values.
+    #[error("unknown run trigger `{0}` (expected one of: schedule, manual, retry, api)")]
+    UnknownTrigger(String),
+    /// A failure kind string is not one of the known values.
+    #[error(
+        "unknown failure kind `{0}` (expected one of: error, panic, timeout, cancelled, interrupted, abandoned)"
+    )]
+    UnknownFailureKind(String),
+    /// A timeout is zero or longer than a hundred years.
+    #[error("a timeout must be between 1 second and 100 years, got {0} seconds")]
+    TimeoutOutOfRange(u64),
 }
 
 /// Why a configuration names no usable flow class.
@@ -141,6 +152,31 @@ impl RunInterval {
     pub fn schedule(self) -> Schedule {
         // In range by construction, and positive, so the conversion is exact.
         Schedule::Every(std::time::Duration::from_secs(self.0.unsigned_abs()))
+    }
+}
+
+/// How long one run of a flow may take: 1 second to 100 years, whole seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Timeout(u64);
+
+impl Timeout {
+    /// Parses a number of seconds; zero and more than a hundred years are refused.
+    pub fn from_secs(secs: u64) -> Result<Self, ValidationError> {
+        if secs == 0 || secs > crate::schedule::MAX_INTERVAL_SECS.unsigned_abs() {
+            Err(ValidationError::TimeoutOutOfRange(secs))
+        } else {
+            Ok(Self(secs))
+        }
+    }
+
+    /// The timeout in seconds.
+    pub fn as_secs(self) -> u64 {
+        self.0
+    }
+
+    /// The timeout as a duration.
+    pub fn as_duration(self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.0)
     }
 }
 
@@ -274,9 +310,17 @@ pub struct NewDataFlow {
     pub configuration: Value,
     /// When the scheduler runs it.
     pub schedule: Schedule,
+    /// How long one run may take; `None`: no limit. Set it with [`NewDataFlow::with_timeout`].
+    pub timeout: Option<Timeout>,
 }
 
 impl NewDataFlow {
+    /// The same flow with a run timeout.
+    pub fn with_timeout(mut self, timeout: Option<Timeout>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
     /// Validates a flow to create. The configuration must name a class (see [`class_name_of`]).
     pub fn new(
         name: FlowName,
@@ -292,6 +336,7 @@ impl NewDataFlow {
             enabled,
             configuration,
             schedule,
+            timeout: None,
         })
     }
 }
@@ -313,6 +358,8 @@ pub struct DataFlow {
     pub schedule: Schedule,
     /// When it is next due; `None` when its schedule has no next time (never due until it is changed).
     pub next_run_at: Option<DateTime<Utc>>,
+    /// How long one run may take before it is stopped and recorded as failed (`timeout`); `None`: no limit.
+    pub timeout: Option<Timeout>,
     /// When its last run ended.
     pub last_run_at: Option<DateTime<Utc>>,
     /// How its last run ended.
@@ -379,10 +426,130 @@ pub struct DataFlowRun {
     pub lease_owner: Option<String>,
     /// Until when the run is considered alive unless renewed.
     pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Which attempt at its slot this run is: 1, then 2, 3, … for retries.
+    pub attempt: u32,
+    /// What started it.
+    pub trigger: Trigger,
+    /// Why it failed, for a failed run.
+    pub failure_kind: Option<FailureKind>,
+    /// When someone asked to cancel it, and who.
+    pub cancel_requested: Option<CancelRequest>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+}
+
+/// A request to cancel a running run, as recorded on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelRequest {
+    /// When it was asked.
+    pub at: DateTime<Utc>,
+    /// Who asked (for example `cli host:pid` or `http 10.0.0.7`).
+    pub by: String,
+}
+
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Trigger {
+    /// The scheduler, because the flow was due.
+    Schedule,
+    /// A person, with `flowrun run`.
+    Manual,
+    /// The scheduler, retrying a failed run.
+    Retry,
+    /// A client of the HTTP API (`POST /data_flows/{name}/run`).
+    Api,
+}
+
+impl Trigger {
+    /// Every trigger.
+    pub const ALL: [Trigger; 4] = [Self::Schedule, Self::Manual, Self::Retry, Self::Api];
+
+    /// The exact string stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Schedule => "schedule",
+            Self::Manual => "manual",
+            Self::Retry => "retry",
+            Self::Api => "api",
+        }
+    }
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Trigger {
+    type Err = ValidationError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|trigger| trigger.as_str() == s)
+            .ok_or_else(|| ValidationError::UnknownTrigger(s.to_owned()))
+    }
+}
+
+/// Why a run failed, for machines: filter and count by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// The flow returned an error, or could not be built.
+    Error,
+    /// The flow panicked.
+    Panic,
+    /// The flow ran past its timeout and was stopped.
+    Timeout,
+    /// Someone cancelled the run.
+    Cancelled,
+    /// The process running it was shut down (or interrupted with Ctrl-C) before it finished.
+    Interrupted,
+    /// The process running it died or stalled: its lease expired and the reaper closed it.
+    Abandoned,
+}
+
+impl FailureKind {
+    /// Every kind.
+    pub const ALL: [FailureKind; 6] = [
+        Self::Error,
+        Self::Panic,
+        Self::Timeout,
+        Self::Cancelled,
+        Self::Interrupted,
+        Self::Abandoned,
+    ];
+
+    /// The exact string stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Panic => "panic",
+            Self::Timeout => "timeout",
+            Self::Cancelled => "cancelled",
+            Self::Interrupted => "interrupted",
+            Self::Abandoned => "abandoned",
+        }
+    }
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for FailureKind {
+    type Err = ValidationError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+            .ok_or_else(|| ValidationError::UnknownFailureKind(s.to_owned()))
+    }
 }
 
 impl DataFlowRun {
@@ -398,6 +565,7 @@ impl DataFlowRun {
         self.updated_at = outcome.ended_at;
         self.error_message.clone_from(&outcome.error_message);
         self.error_backtrace.clone_from(&outcome.error_backtrace);
+        self.failure_kind = outcome.failure_kind;
         self
     }
 }
@@ -413,6 +581,8 @@ pub struct RunOutcome {
     pub error_message: Option<String>,
     /// The error's cause chain and backtrace, for a failure.
     pub error_backtrace: Option<String>,
+    /// Why it failed, for a failure.
+    pub failure_kind: Option<FailureKind>,
 }
 
 impl RunOutcome {
@@ -423,17 +593,26 @@ impl RunOutcome {
             ended_at,
             error_message: None,
             error_backtrace: None,
+            failure_kind: None,
         }
     }
 
-    /// A failed end at `ended_at` with the error's message and backtrace.
+    /// A failed end at `ended_at` with the error's message and backtrace, of kind
+    /// [`FailureKind::Error`] unless changed with [`RunOutcome::of_kind`].
     pub fn failure(ended_at: DateTime<Utc>, message: String, backtrace: String) -> Self {
         Self {
             status: LastRunStatus::Failed,
             ended_at,
             error_message: Some(message),
             error_backtrace: Some(backtrace),
+            failure_kind: Some(FailureKind::Error),
         }
+    }
+
+    /// The same failure with another kind.
+    pub fn of_kind(mut self, kind: FailureKind) -> Self {
+        self.failure_kind = Some(kind);
+        self
     }
 }
 

@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use thiserror::Error;
 
 use crate::model::{
-    DataFlow, DataFlowId, DataFlowRun, FlowName, LeaseOwner, NewDataFlow, RunId, RunOutcome, RunStatus,
+    CancelRequest, DataFlow, DataFlowId, DataFlowRun, FailureKind, FlowName, LeaseOwner, NewDataFlow, RunId,
+    RunOutcome, RunStatus, Trigger,
 };
 
 /// The source of every timestamp the domain records.
@@ -112,6 +113,10 @@ pub struct StartRun {
     pub lease_expires_at: DateTime<Utc>,
     /// Whether the run is started by hand or because the flow is due.
     pub claim: Claim,
+    /// What started it, recorded on the run.
+    pub trigger: Trigger,
+    /// Which attempt at its slot it is (1 unless it retries a failed run).
+    pub attempt: u32,
 }
 
 /// How a start claims its flow.
@@ -182,8 +187,22 @@ pub struct RunFilter {
     pub data_flow_id: Option<DataFlowId>,
     /// Only runs in this status.
     pub status: Option<RunStatus>,
+    /// Only failed runs of this kind.
+    pub failure_kind: Option<FailureKind>,
     /// At most this many, newest first.
     pub limit: u64,
+}
+
+/// What [`RunRepository::request_cancel`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CancelOutcome {
+    /// The request is recorded on the running run (or was already: the first request stands); the process
+    /// running it stops it at its next check.
+    Requested(CancelRequest),
+    /// The run has already ended, with this status; nothing was written.
+    AlreadyEnded(RunStatus),
+    /// There is no such run.
+    NotFound,
 }
 
 /// A run with its flow's name, as read for people.
@@ -230,6 +249,21 @@ pub trait RunRepository: Send + Sync {
         now: DateTime<Utc>,
         data_flow_id: Option<DataFlowId>,
     ) -> Result<Vec<DataFlowRun>, RepositoryError>;
+
+    /// Records a request to cancel a run, if it is still running (`pending` or `in_progress`). A second
+    /// request leaves the first in place.
+    ///
+    /// MUST return [`CancelOutcome::AlreadyEnded`] for a finished run and [`CancelOutcome::NotFound`] for
+    /// an unknown id, writing nothing.
+    async fn request_cancel(
+        &self,
+        run_id: RunId,
+        by: String,
+        at: DateTime<Utc>,
+    ) -> Result<CancelOutcome, RepositoryError>;
+
+    /// The cancel request recorded on a run, if any: what the process running it polls.
+    async fn cancel_request(&self, run_id: RunId) -> Result<Option<CancelRequest>, RepositoryError>;
 
     /// A run with its flow's name.
     async fn find_run(&self, id: RunId) -> Result<Option<RunRecord>, RepositoryError>;

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::executor::{ExecuteError, FlowExecutor};
-use crate::model::{DataFlowRun, FlowName, RunId};
+use crate::model::{DataFlow, DataFlowRun, FlowName, RunId, Trigger};
 use crate::ports::{Clock, DataFlowRepository, RepositoryError, RunRepository};
 
 /// How a run started by a cycle ended, once it has.
@@ -74,6 +74,17 @@ pub struct CycleHealth {
     pub last_failure: Option<(DateTime<Utc>, String)>,
     /// Failed cycles since the last one that completed.
     pub consecutive_failures: u32,
+}
+
+/// Why [`Scheduler::start_now`] started nothing.
+#[derive(Debug, Error)]
+pub enum StartNowError {
+    /// Every slot of this process is taken by a running flow.
+    #[error("all {0} of this process's slots are running flows; try again when one ends")]
+    NoFreeSlot(usize),
+    /// The run could not be started (already running, deleted, shutting down, storage failed).
+    #[error(transparent)]
+    Execute(#[from] ExecuteError),
 }
 
 /// The runs a [`Scheduler::dispatch`] started, still running on their own tasks.
@@ -182,6 +193,22 @@ impl Scheduler {
     #[tracing::instrument(skip(self))]
     pub async fn run_cycle(&self) -> Result<HeartbeatReport, CycleError> {
         Ok(self.cycle(true).await?.wait().await)
+    }
+
+    /// Starts `flow` now, whatever its schedule (a "run now" request): takes a free slot, claims the flow,
+    /// records the run `in_progress` with `trigger` and runs it on a task of its own. Returns the run as
+    /// recorded; it goes on after this returns.
+    pub async fn start_now(&self, flow: &DataFlow, trigger: Trigger) -> Result<DataFlowRun, StartNowError> {
+        let slot = Arc::clone(&self.slots)
+            .try_acquire_owned()
+            .map_err(|_| StartNowError::NoFreeSlot(self.concurrency))?;
+        let claimed = self.executor.claim_now(flow, trigger).await?;
+        let run = claimed.run().clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            claimed.finish().await
+        });
+        Ok(run)
     }
 
     /// Waits until none of this scheduler's runs is running.
@@ -319,7 +346,7 @@ mod tests {
     use super::*;
     use crate::executor::LeaseSettings;
     use crate::flow::{ClassRegistry, Flow, FlowError};
-    use crate::model::{DataFlow, DataFlowId, FlowName, LeaseOwner, RunInterval, RunStatus};
+    use crate::model::{DataFlowId, LeaseOwner, RunInterval, RunStatus};
     use crate::ports::{MockClock, MockDataFlowRepository, MockRunRepository, StartRunError};
 
     fn at(secs: i64) -> DateTime<Utc> {
@@ -337,6 +364,7 @@ mod tests {
             configuration: json!(class),
             schedule: RunInterval::DEFAULT.schedule(),
             next_run_at: Some(at(0)),
+            timeout: None,
             last_run_at: None,
             last_run_status: None,
             created_at: at(0),
@@ -393,6 +421,10 @@ mod tests {
                 error_backtrace: None,
                 lease_owner: Some(request.lease_owner.to_string()),
                 lease_expires_at: Some(request.lease_expires_at),
+                attempt: request.attempt,
+                trigger: request.trigger,
+                failure_kind: None,
+                cancel_requested: None,
                 created_at: request.started_at,
                 updated_at: request.started_at,
             })

@@ -52,6 +52,9 @@ impl DataFlowRepository for SeaOrmDataFlowRepository {
             schedule_tz: Set(schedule_tz),
             // Written below on MySQL, where the entity would send it as a TIMESTAMP (see `far_time`).
             next_run_at: Set(next_run_at.filter(|_| self.backend() != DatabaseBackend::MySql)),
+            timeout_secs: Set(flow
+                .timeout
+                .map(|t| i64::try_from(t.as_secs()).unwrap_or(i64::MAX))),
             last_run_at: Set(None),
             last_run_status: Set(None),
             active_run_id: Set(None),
@@ -87,6 +90,7 @@ impl DataFlowRepository for SeaOrmDataFlowRepository {
             configuration: flow.configuration,
             schedule: flow.schedule,
             next_run_at,
+            timeout: flow.timeout,
             last_run_at: None,
             last_run_status: None,
             created_at: now,

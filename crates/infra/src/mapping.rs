@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use flowrun_domain::{
-    CronSchedule, DataFlow, DataFlowId, DataFlowRun, FlowName, LastRunStatus, RepositoryError, RunId,
-    RunInterval, RunStatus, Schedule,
+    CancelRequest, CronSchedule, DataFlow, DataFlowId, DataFlowRun, FailureKind, FlowName, LastRunStatus,
+    RepositoryError, RunId, RunInterval, RunStatus, Schedule, Timeout, Trigger,
 };
 use sea_orm::{DatabaseBackend, DbErr, RuntimeErr};
 
@@ -115,6 +115,11 @@ pub(crate) fn data_flow(model: data_flow::Model) -> Result<DataFlow, RepositoryE
         configuration,
         schedule,
         next_run_at: model.next_run_at,
+        timeout: model
+            .timeout_secs
+            .map(|secs| Timeout::from_secs(secs.try_into().unwrap_or(0)))
+            .transpose()
+            .map_err(|e| corrupt(TABLE, format!("flow {}: {e}", model.id)))?,
         last_run_at: model.last_run_at,
         last_run_status: model
             .last_run_status
@@ -162,21 +167,38 @@ pub(crate) fn far_time(backend: DatabaseBackend, at: Option<DateTime<Utc>>) -> s
     }
 }
 
+const RUNS: &str = "data_flow_runs";
+
 /// A `data_flow_runs` row as a domain [`DataFlowRun`].
 pub(crate) fn data_flow_run(model: data_flow_run::Model) -> Result<DataFlowRun, RepositoryError> {
     Ok(DataFlowRun {
         id: RunId(model.id),
         data_flow_id: DataFlowId(model.data_flow_id),
-        status: model
-            .status
-            .parse::<RunStatus>()
-            .map_err(|e| corrupt("data_flow_runs", e))?,
+        status: model.status.parse::<RunStatus>().map_err(|e| corrupt(RUNS, e))?,
         started_at: model.started_at,
         ended_at: model.ended_at,
         error_message: model.error_message,
         error_backtrace: model.error_backtrace,
         lease_owner: model.lease_owner,
         lease_expires_at: model.lease_expires_at,
+        attempt: u32::try_from(model.attempt)
+            .ok()
+            .filter(|attempt| *attempt >= 1)
+            .ok_or_else(|| corrupt(RUNS, format!("run {}: attempt {}", model.id, model.attempt)))?,
+        trigger: model
+            .triggered_by
+            .parse::<Trigger>()
+            .map_err(|e| corrupt(RUNS, e))?,
+        failure_kind: model
+            .failure_kind
+            .as_deref()
+            .map(str::parse::<FailureKind>)
+            .transpose()
+            .map_err(|e| corrupt(RUNS, e))?,
+        cancel_requested: model.cancel_requested_at.map(|at| CancelRequest {
+            at,
+            by: model.cancel_requested_by.unwrap_or_default(),
+        }),
         created_at: model.created_at,
         updated_at: model.updated_at,
     })

@@ -12,8 +12,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use flowrun_domain::ports::abandoned_message;
 use flowrun_domain::{
-    ActiveRun, Claim, Clock, DataFlowId, DataFlowRun, FinishRunError, LastRunStatus, RepositoryError,
-    RunFilter, RunId, RunOutcome, RunRecord, RunRepository, RunStatus, StartRun, StartRunError,
+    ActiveRun, CancelOutcome, CancelRequest, Claim, Clock, DataFlowId, DataFlowRun, FailureKind,
+    FinishRunError, LastRunStatus, RepositoryError, RunFilter, RunId, RunOutcome, RunRecord, RunRepository,
+    RunStatus, StartRun, StartRunError,
 };
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -92,7 +93,7 @@ impl HotPath {
             claim: sql(&format!("{claim} {free}")),
             insert_pending: sql(&format!(
                 "INSERT INTO data_flow_runs (data_flow_id, status, started_at, lease_owner, lease_expires_at, \
-                 created_at, updated_at) VALUES (?, '{}', ?, ?, ?, ?, ?){returning}",
+                 attempt, triggered_by, created_at, updated_at) VALUES (?, '{}', ?, ?, ?, ?, ?, ?, ?){returning}",
                 RunStatus::Pending.as_str()
             )),
             in_progress: sql(&format!(
@@ -102,7 +103,7 @@ impl HotPath {
             activate: sql("UPDATE data_flows SET active_run_id = ? WHERE id = ?"),
             end_run: sql(&format!(
                 "UPDATE data_flow_runs SET status = ?, ended_at = ?, error_message = ?, error_backtrace = ?, \
-                 updated_at = ? WHERE id = ? AND status = '{}'",
+                 failure_kind = ?, updated_at = ? WHERE id = ? AND status = '{}'",
                 RunStatus::InProgress.as_str()
             )),
             end_flow: sql(
@@ -193,6 +194,8 @@ impl SeaOrmRunRepository {
                 started.into(),
                 owner.as_str().into(),
                 lease_expires_at.into(),
+                i32::try_from(request.attempt).unwrap_or(i32::MAX).into(),
+                request.trigger.as_str().into(),
                 started.into(),
                 started.into(),
             ],
@@ -215,6 +218,10 @@ impl SeaOrmRunRepository {
             error_backtrace: None,
             lease_owner: Some(owner),
             lease_expires_at: Some(lease_expires_at),
+            attempt: request.attempt,
+            trigger: request.trigger,
+            failure_kind: None,
+            cancel_requested: None,
             created_at: started,
             updated_at: started,
         })
@@ -245,6 +252,7 @@ impl SeaOrmRunRepository {
                 ended.into(),
                 message.into(),
                 backtrace.into(),
+                outcome.failure_kind.map(FailureKind::as_str).into(),
                 ended.into(),
                 run_id.0.into(),
             ],
@@ -313,6 +321,10 @@ impl SeaOrmRunRepository {
                 data_flow_run::Column::ErrorBacktrace,
                 Expr::value(message.clone()),
             )
+            .col_expr(
+                data_flow_run::Column::FailureKind,
+                Expr::value(FailureKind::Abandoned.as_str()),
+            )
             .col_expr(data_flow_run::Column::UpdatedAt, Expr::value(now))
             .filter(data_flow_run::Column::Id.eq(run.id))
             .filter(data_flow_run::Column::Status.eq(RunStatus::InProgress.as_str()))
@@ -343,6 +355,7 @@ impl SeaOrmRunRepository {
             ended_at: Some(now),
             error_message: Some(message.clone()),
             error_backtrace: Some(message),
+            failure_kind: Some(FailureKind::Abandoned.as_str().to_owned()),
             updated_at: now,
             ..run
         };
@@ -411,6 +424,11 @@ struct RunRow {
     error_backtrace: Option<String>,
     lease_owner: Option<String>,
     lease_expires_at: Option<DateTime<Utc>>,
+    attempt: i32,
+    triggered_by: String,
+    failure_kind: Option<String>,
+    cancel_requested_at: Option<DateTime<Utc>>,
+    cancel_requested_by: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     flow_name: String,
@@ -428,6 +446,11 @@ impl RunRow {
             error_backtrace: self.error_backtrace,
             lease_owner: self.lease_owner,
             lease_expires_at: self.lease_expires_at,
+            attempt: self.attempt,
+            triggered_by: self.triggered_by,
+            failure_kind: self.failure_kind,
+            cancel_requested_at: self.cancel_requested_at,
+            cancel_requested_by: self.cancel_requested_by,
             created_at: self.created_at,
             updated_at: self.updated_at,
         })?;
@@ -508,6 +531,56 @@ impl RunRepository for SeaOrmRunRepository {
         Ok(reaped)
     }
 
+    async fn request_cancel(
+        &self,
+        run_id: RunId,
+        by: String,
+        at: DateTime<Utc>,
+    ) -> Result<CancelOutcome, RepositoryError> {
+        let by = storable(&by, MAX_LEASE_OWNER_BYTES).into_owned();
+        data_flow_run::Entity::update_many()
+            .col_expr(data_flow_run::Column::CancelRequestedAt, Expr::value(at))
+            .col_expr(data_flow_run::Column::CancelRequestedBy, Expr::value(by))
+            .filter(data_flow_run::Column::Id.eq(run_id.0))
+            .filter(
+                data_flow_run::Column::Status
+                    .is_in([RunStatus::Pending.as_str(), RunStatus::InProgress.as_str()]),
+            )
+            .filter(data_flow_run::Column::CancelRequestedAt.is_null())
+            .exec(&self.db)
+            .await
+            .map_err(repository_error)?;
+        let Some(run) = data_flow_run::Entity::find_by_id(run_id.0)
+            .one(&self.db)
+            .await
+            .map_err(repository_error)?
+        else {
+            return Ok(CancelOutcome::NotFound);
+        };
+        let run = mapping::data_flow_run(run)?;
+        Ok(match run.cancel_requested {
+            Some(request) if !run.status.is_terminal() => CancelOutcome::Requested(request),
+            _ => CancelOutcome::AlreadyEnded(run.status),
+        })
+    }
+
+    async fn cancel_request(&self, run_id: RunId) -> Result<Option<CancelRequest>, RepositoryError> {
+        let row = data_flow_run::Entity::find_by_id(run_id.0)
+            .select_only()
+            .column(data_flow_run::Column::CancelRequestedAt)
+            .column(data_flow_run::Column::CancelRequestedBy)
+            .into_tuple::<(Option<DateTime<Utc>>, Option<String>)>()
+            .one(&self.db)
+            .await
+            .map_err(repository_error)?;
+        Ok(row.and_then(|(at, by)| {
+            at.map(|at| CancelRequest {
+                at,
+                by: by.unwrap_or_default(),
+            })
+        }))
+    }
+
     async fn find_run(&self, id: RunId) -> Result<Option<RunRecord>, RepositoryError> {
         runs_with_flow_name()
             .filter(data_flow_run::Column::Id.eq(id.0))
@@ -526,6 +599,9 @@ impl RunRepository for SeaOrmRunRepository {
         }
         if let Some(status) = filter.status {
             query = query.filter(data_flow_run::Column::Status.eq(status.as_str()));
+        }
+        if let Some(kind) = filter.failure_kind {
+            query = query.filter(data_flow_run::Column::FailureKind.eq(kind.as_str()));
         }
         query
             .order_by_desc(data_flow_run::Column::Id)

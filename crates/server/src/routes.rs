@@ -11,7 +11,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use flowrun_app::App;
 use flowrun_app::json::{flow_json, heartbeat_json, run_json};
-use flowrun_domain::{DataFlow, RepositoryError, RunFilter, RunId, RunStatus};
+use flowrun_domain::{
+    CancelOutcome, DataFlow, ExecuteError, FailureKind, RepositoryError, RunFilter, RunId, RunStatus,
+    StartNowError, Trigger,
+};
 use futures::FutureExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -136,6 +139,7 @@ pub async fn show_flow(State(app): State<Arc<App>>, name: Result<Path<String>, P
 pub struct RunsQuery {
     limit: Option<u64>,
     status: Option<String>,
+    failure_kind: Option<String>,
 }
 
 /// Most runs one request returns.
@@ -155,6 +159,12 @@ pub async fn flow_runs(
         .map(str::parse::<RunStatus>)
         .transpose()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let failure_kind = query
+        .failure_kind
+        .as_deref()
+        .map(str::parse::<FailureKind>)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let limit = query.limit.unwrap_or(20);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::bad_request(format!(
@@ -167,6 +177,7 @@ pub async fn flow_runs(
         .list_runs(RunFilter {
             data_flow_id: Some(flow.id),
             status,
+            failure_kind,
             limit,
         })
         .await?;
@@ -184,6 +195,85 @@ pub async fn show_run(State(app): State<Arc<App>>, id: Result<Path<i64>, PathRej
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no run with id {id}")))?;
     Ok(Json(run_json(&record.run, &record.flow_name)))
+}
+
+/// Who a request came from, as recorded on what it changes: `http` and the peer's address.
+fn requester(extensions: &axum::http::Extensions) -> String {
+    match extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>() {
+        Some(axum::extract::ConnectInfo(peer)) => format!("http {}", peer.ip()),
+        None => "http".to_owned(),
+    }
+}
+
+/// `POST /data_flows/{name}/run`: starts the flow now on this server → 202 `{"run_id"}`; 409 while a run
+/// holds it (with that run's id), 404 for an unknown flow, 503 when every slot is busy.
+pub async fn run_flow(State(app): State<Arc<App>>, name: Result<Path<String>, PathRejection>) -> Response {
+    let result = async {
+        let Path(name) = name?;
+        let flow = find_flow(&app, &name).await?;
+        match app.scheduler.start_now(&flow, Trigger::Api).await {
+            Ok(run) => Ok((
+                StatusCode::ACCEPTED,
+                Json(
+                    json!({ "run_id": run.id.0, "flow": flow.name.as_str(), "status": run.status.as_str() }),
+                ),
+            )
+                .into_response()),
+            Err(StartNowError::Execute(ExecuteError::AlreadyRunning { run_id, since, .. })) => Ok((
+                StatusCode::CONFLICT,
+                Json(json!({
+                    "error": format!("data flow `{}` is already running", flow.name),
+                    "run_id": run_id.0,
+                    "since": flowrun_app::json::timestamp(Some(since)),
+                })),
+            )
+                .into_response()),
+            Err(StartNowError::Execute(ExecuteError::FlowNotFound { .. })) => {
+                Err(ApiError::not_found(format!("no data flow named `{name}`")))
+            }
+            Err(
+                error @ (StartNowError::NoFreeSlot(_)
+                | StartNowError::Execute(ExecuteError::ShuttingDown { .. })),
+            ) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())),
+            Err(StartNowError::Execute(error)) => {
+                error!(%error, "could not start a run");
+                Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "database error"))
+            }
+        }
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `POST /runs/{id}/cancel` → 202 `{"run_id","cancel_requested_at","cancel_requested_by"}`: the process
+/// running it stops it within a few seconds and records it `failed` (`cancelled`); 409 when it has ended,
+/// 404 for an unknown run.
+pub async fn cancel_run(
+    State(app): State<Arc<App>>,
+    id: Result<Path<i64>, PathRejection>,
+    extensions: axum::http::Extensions,
+) -> Result<Response, ApiError> {
+    let Path(id) = id?;
+    match app
+        .runs
+        .request_cancel(RunId(id), requester(&extensions), app.clock.now())
+        .await?
+    {
+        CancelOutcome::Requested(request) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "run_id": id,
+                "cancel_requested_at": flowrun_app::json::timestamp(Some(request.at)),
+                "cancel_requested_by": request.by,
+            })),
+        )
+            .into_response()),
+        CancelOutcome::AlreadyEnded(status) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("run {id} has already ended ({status})"),
+        )),
+        CancelOutcome::NotFound => Err(ApiError::not_found(format!("no run with id {id}"))),
+    }
 }
 
 /// The in-process scheduler tick, when the server runs one: `/healthz` judges the scheduler by it.

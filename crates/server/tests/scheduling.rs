@@ -230,3 +230,93 @@ async fn healthz_is_503_when_the_schedulers_cycles_stopped_completing() {
     let (status, body) = health().await;
     assert_eq!(status, 503, "no cycle for longer than the tick allows: {body}");
 }
+
+/// One `POST` on its own connection; the status and the JSON body.
+fn post(addr: SocketAddr, path: &str) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )
+    .expect("send");
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).expect("read");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a complete response");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_now_and_cancel_over_http() {
+    for db in fresh_databases().await {
+        let k = db.kind.name();
+        let app = app_on(&db).await;
+        create(&app, "long", json!({"class_name": "Sleep", "seconds": 60}), 3600).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let served = app.clone();
+        tokio::spawn(async move {
+            let service =
+                router(served, Security::default()).into_make_service_with_connect_info::<SocketAddr>();
+            axum::serve(listener, service).await.expect("serve");
+        });
+        let call = |path: String| async move {
+            tokio::task::spawn_blocking(move || post(addr, &path))
+                .await
+                .expect("joined")
+        };
+        let (status, body) = call("/data_flows/long/run".to_owned()).await;
+        assert_eq!(status, 202, "{k}: {body}");
+        let run_id = body["run_id"].as_i64().expect("a run id");
+        let runs = runs_of(&app, "long").await;
+        assert_eq!(runs.len(), 1, "{k}: the run appears at once");
+        assert_eq!(runs[0].run.trigger.as_str(), "api", "{k}");
+        let (status, busy) = call("/data_flows/long/run".to_owned()).await;
+        assert_eq!(
+            (status, busy["run_id"].as_i64()),
+            (409, Some(run_id)),
+            "{k}: {busy}"
+        );
+        assert_eq!(call("/data_flows/missing/run".to_owned()).await.0, 404, "{k}");
+
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let asked = Instant::now();
+        let path = format!("/runs/{run_id}/cancel");
+        let (status, body) = call(path.clone()).await;
+        assert_eq!(status, 202, "{k}: {body}");
+        assert!(
+            body["cancel_requested_by"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("http 127.0.0.1"),
+            "{k}: {body}"
+        );
+        let run = loop {
+            let run = runs_of(&app, "long").await.remove(0).run;
+            if run.status.is_terminal() || asked.elapsed() > Duration::from_secs(10) {
+                break run;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "{k}: stopped after {:?}",
+            asked.elapsed()
+        );
+        assert_eq!(
+            (run.status, run.failure_kind.map(|kind| kind.as_str())),
+            (RunStatus::Failed, Some("cancelled")),
+            "{k}: {run:?}"
+        );
+        let (status, body) = call(path).await;
+        assert_eq!(status, 409, "{k}: a finished run cannot be cancelled: {body}");
+        assert_eq!(call("/runs/999999/cancel".to_owned()).await.0, 404, "{k}");
+    }
+}

@@ -27,6 +27,8 @@ pub struct Model {
     pub schedule_tz: Option<String>,
     /// When the flow is next due; null when its schedule has no next time.
     pub next_run_at: Option<DateTimeUtc>,
+    /// How long one run may take, in seconds; null: no limit.
+    pub timeout_secs: Option<i64>,
     /// When the last run ended.
     pub last_run_at: Option<DateTimeUtc>,
     /// `success` or `failed`; the database checks it.

@@ -25,6 +25,16 @@ pub struct Model {
     pub lease_owner: Option<String>,
     /// Until when it counts as alive without renewal.
     pub lease_expires_at: Option<DateTimeUtc>,
+    /// 1, or the number of the retry.
+    pub attempt: i32,
+    /// `schedule`, `manual`, `retry` or `api`; the database checks it.
+    pub triggered_by: String,
+    /// Why a failed run failed; the database checks the values.
+    pub failure_kind: Option<String>,
+    /// When someone asked to cancel it.
+    pub cancel_requested_at: Option<DateTimeUtc>,
+    /// Who asked.
+    pub cancel_requested_by: Option<String>,
     /// Creation time.
     pub created_at: DateTimeUtc,
     /// Last change.
