@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use flowrun_app::App;
-use flowrun_domain::{FlowName, NewDataFlow, RunStatus, Schedule};
+use flowrun_domain::{FailureKind, FlowName, NewDataFlow, RunStatus, Schedule, Trigger};
 use flowrun_infra::ConnectSettings;
 use flowrun_migration::{Migrator, MigratorTrait};
 use flowrun_test_support::{Kind, fresh_database, fresh_databases};
@@ -213,6 +213,24 @@ async fn a_database_made_before_schedules_upgrades_keeping_every_flow_and_run() 
             backend,
             &insert_run,
             [at(99).into(), at(100).into(), at(99).into(), at(100).into()],
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{k}: {e}"));
+        let insert_failed = format!(
+            "INSERT INTO data_flow_runs (data_flow_id, status, started_at, ended_at, error_message, created_at, \
+             updated_at) SELECT id, 'failed', {} FROM data_flows WHERE name = 'never-ran'",
+            placeholders(backend, 5)
+        );
+        conn.execute_raw(Statement::from_sql_and_values(
+            backend,
+            &insert_failed,
+            [
+                at(10).into(),
+                at(20).into(),
+                "run abandoned: its lease held by host:1 expired".into(),
+                at(10).into(),
+                at(20).into(),
+            ],
         ))
         .await
         .unwrap_or_else(|e| panic!("{k}: {e}"));

@@ -41,9 +41,10 @@ fn sorted(keys: &[&str]) -> Vec<String> {
     keys
 }
 
-const FLOW_KEYS: [&str; 13] = [
+const FLOW_KEYS: [&str; 14] = [
     "schedule",
     "next_run_at",
+    "timeout_secs",
     "id",
     "name",
     "description",
@@ -56,7 +57,12 @@ const FLOW_KEYS: [&str; 13] = [
     "created_at",
     "updated_at",
 ];
-const RUN_KEYS: [&str; 9] = [
+const RUN_KEYS: [&str; 14] = [
+    "attempt",
+    "trigger",
+    "failure_kind",
+    "cancel_requested_at",
+    "cancel_requested_by",
     "id",
     "data_flow_id",
     "flow_name",

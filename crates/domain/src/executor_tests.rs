@@ -144,8 +144,11 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
+        let mut runs = MockRunRepository::new();
+        // A flow that yields is watched for cancel requests; none is made unless a test says so.
+        runs.expect_cancel_request().returning(|_| Ok(None));
         Self {
-            runs: MockRunRepository::new(),
+            runs,
             registry: MockFlowRegistry::new(),
             times: Arc::new(Mutex::new(VecDeque::from([started(), ended()]))),
             events: Events::default(),
@@ -1329,10 +1332,11 @@ async fn an_aborting_process_records_running_flows_as_interrupted() {
     );
     let outcome = captured(&outcome);
     assert_eq!(outcome.status, LastRunStatus::Failed);
+    assert_eq!(outcome.failure_kind, Some(crate::model::FailureKind::Interrupted));
     assert!(
         outcome
             .error_message
             .expect("message")
-            .starts_with("interrupted: the process shut down")
+            .starts_with("interrupted: the process running the flow was stopped")
     );
 }

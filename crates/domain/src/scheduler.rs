@@ -431,6 +431,7 @@ mod tests {
         });
         runs.expect_finish_run().returning(|_, _, _| Ok(()));
         runs.expect_renew_lease().returning(|_, _| Ok(true));
+        runs.expect_cancel_request().returning(|_| Ok(None));
         let mut clock = MockClock::new();
         clock.expect_now().returning(|| at(10));
         let mut registry = ClassRegistry::new();
