@@ -264,11 +264,22 @@ async fn a_database_made_before_schedules_upgrades_keeping_every_flow_and_run() 
         );
         assert_eq!(ran.last_run_at, Some(at(100)), "{k}");
         let runs = recent_runs(&app, 10).await;
-        assert_eq!(runs.len(), 1, "{k}: the history is kept");
+        assert_eq!(runs.len(), 2, "{k}: the history is kept");
+        let ran_run = &runs[1].run;
         assert_eq!(
-            (runs[0].flow_name.as_str(), runs[0].run.status),
+            (runs[1].flow_name.as_str(), ran_run.status),
             ("ran", RunStatus::Success),
             "{k}"
+        );
+        assert_eq!(
+            (ran_run.attempt, ran_run.trigger, ran_run.failure_kind),
+            (1, Trigger::Manual, None),
+            "{k}"
+        );
+        assert_eq!(
+            runs[0].run.failure_kind,
+            Some(FailureKind::Abandoned),
+            "{k}: an old reaped run is classified by its message"
         );
         let beyond = app
             .flows
