@@ -1,4 +1,5 @@
-//! Run control: a flow's timeout, and on each run how it was started (`triggered_by`, `attempt`), why it failed
+//! Run control: a flow's timeout and retry policy (`retries`, `retry_backoff_secs`) with the retry it has
+//! pending (`retry_at`, `retry_attempt`), and on each run how it was started (`triggered_by`, `attempt`), why it failed
 //! (`failure_kind`) and whether someone asked to cancel it (`cancel_requested_at`, `cancel_requested_by`).
 //!
 //! Existing runs keep their rows: they get `attempt` 1 and `triggered_by` `manual` (which of them the scheduler
@@ -16,6 +17,10 @@ pub struct Migration;
 enum DataFlows {
     Table,
     TimeoutSecs,
+    Retries,
+    RetryBackoffSecs,
+    RetryAt,
+    RetryAttempt,
 }
 
 #[derive(DeriveIden)]
@@ -75,6 +80,42 @@ impl MigrationTrait for Migration {
                 .big_integer()
                 .null()
                 .check(Expr::col(DataFlows::TimeoutSecs).gt(0))
+                .to_owned(),
+        )
+        .await?;
+        add(
+            manager,
+            DataFlows::Table,
+            ColumnDef::new(DataFlows::Retries)
+                .integer()
+                .not_null()
+                .default(0)
+                .check(Expr::col(DataFlows::Retries).gte(0))
+                .to_owned(),
+        )
+        .await?;
+        add(
+            manager,
+            DataFlows::Table,
+            ColumnDef::new(DataFlows::RetryBackoffSecs)
+                .big_integer()
+                .null()
+                .check(Expr::col(DataFlows::RetryBackoffSecs).gt(0))
+                .to_owned(),
+        )
+        .await?;
+        add(
+            manager,
+            DataFlows::Table,
+            timestamp(backend, DataFlows::RetryAt).null().to_owned(),
+        )
+        .await?;
+        add(
+            manager,
+            DataFlows::Table,
+            ColumnDef::new(DataFlows::RetryAttempt)
+                .integer()
+                .null()
                 .to_owned(),
         )
         .await?;
@@ -148,6 +189,10 @@ impl MigrationTrait for Migration {
         drop(manager, DataFlowRuns::Table, DataFlowRuns::FailureKind).await?;
         drop(manager, DataFlowRuns::Table, DataFlowRuns::TriggeredBy).await?;
         drop(manager, DataFlowRuns::Table, DataFlowRuns::Attempt).await?;
+        drop(manager, DataFlows::Table, DataFlows::RetryAttempt).await?;
+        drop(manager, DataFlows::Table, DataFlows::RetryAt).await?;
+        drop(manager, DataFlows::Table, DataFlows::RetryBackoffSecs).await?;
+        drop(manager, DataFlows::Table, DataFlows::Retries).await?;
         drop(manager, DataFlows::Table, DataFlows::TimeoutSecs).await
     }
 }

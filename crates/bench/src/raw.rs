@@ -54,7 +54,8 @@ impl Sql {
                 backend,
                 &format!(
                     "INSERT INTO data_flow_runs (data_flow_id, status, started_at, lease_owner, \
-                     lease_expires_at, created_at, updated_at) VALUES (?, 'pending', ?, ?, ?, ?, ?){returning}"
+                     lease_expires_at, attempt, triggered_by, created_at, updated_at) \
+                     VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?){returning}"
                 ),
             ),
             in_progress: numbered_placeholders(
@@ -65,12 +66,12 @@ impl Sql {
             end_run: numbered_placeholders(
                 backend,
                 "UPDATE data_flow_runs SET status = ?, ended_at = ?, error_message = ?, error_backtrace = ?, \
-                 updated_at = ? WHERE id = ? AND status = 'in_progress'",
+                 failure_kind = ?, updated_at = ? WHERE id = ? AND status = 'in_progress'",
             ),
             end_flow: numbered_placeholders(
                 backend,
                 "UPDATE data_flows SET last_run_at = ?, last_run_status = ?, active_run_id = NULL, \
-                 updated_at = ? WHERE id = ?",
+                 retry_at = NULL, retry_attempt = NULL, updated_at = ? WHERE id = ?",
             ),
         }
     }
@@ -177,11 +178,13 @@ impl RawWriter {
         flow_id: i64,
         now: chrono::DateTime<Utc>,
     ) -> anyhow::Result<i64> {
-        let values: [Value; 6] = [
+        let values: [Value; 8] = [
             flow_id.into(),
             now.into(),
             self.lease_owner.as_str().into(),
             (now + self.lease).into(),
+            1_i32.into(),
+            "manual".into(),
             now.into(),
             now.into(),
         ];
@@ -215,6 +218,7 @@ impl RawWriter {
                     ended.into(),
                     message.into(),
                     backtrace.into(),
+                    (status == "failed").then_some("error").into(),
                     ended.into(),
                     run_id.into(),
                 ],

@@ -25,7 +25,7 @@ use flowrun_domain::duration::parse_duration;
 use flowrun_domain::schedule::MAX_UPCOMING;
 use flowrun_domain::{
     CancelOutcome, CreateDataFlowError, CronSchedule, DataFlow, ExecuteError, FailureKind, FlowName,
-    FlowRegistry, NewDataFlow, RunFilter, RunId, RunInterval, RunStatus, Schedule, Timeout,
+    FlowRegistry, NewDataFlow, RetryPolicy, RunFilter, RunId, RunInterval, RunStatus, Schedule, Timeout,
 };
 use serde_json::{Map, Value};
 
@@ -114,6 +114,12 @@ enum FlowCommand {
         /// Stop a run that takes longer than DURATION (90, 90s, 15m, 1h30m) and record it failed (timeout).
         #[arg(long, value_name = "DURATION")]
         timeout: Option<String>,
+        /// Retry a run that fails (error, panic, timeout) up to N times (0 to 100).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        retries: u32,
+        /// The wait before the first retry (default 30s), doubling for each next one, at most a day.
+        #[arg(long, value_name = "DURATION", requires = "retries")]
+        retry_backoff: Option<String>,
         /// Free text.
         #[arg(long, default_value = "")]
         description: String,
@@ -597,6 +603,8 @@ async fn flow_command(app: &App, command: FlowCommand) -> Outcome {
             config,
             schedule,
             timeout,
+            retries,
+            retry_backoff,
             description,
             disabled,
             json,
@@ -609,7 +617,8 @@ async fn flow_command(app: &App, command: FlowCommand) -> Outcome {
             let configuration = configuration(&class, config.as_deref(), app.executor.registry())?;
             let new = NewDataFlow::new(name, description, !disabled, configuration, schedule)
                 .map_err(|e| Failure::Usage(e.to_string()))?
-                .with_timeout(timeout);
+                .with_timeout(timeout)
+                .with_retry(parse_retry(retries, retry_backoff.as_deref())?);
             let flow = app
                 .flows
                 .create(new, app.clock.now())
@@ -796,6 +805,14 @@ fn parse_timeout(raw: &str) -> Result<Timeout, Failure> {
     let usage = |e: &dyn std::fmt::Display| Failure::Usage(format!("--timeout: {e}"));
     let duration = parse_duration(raw).map_err(|e| usage(&e))?;
     Timeout::from_secs(duration.as_secs()).map_err(|e| usage(&e))
+}
+
+/// `--retries N [--retry-backoff D]` as a policy.
+fn parse_retry(retries: u32, backoff: Option<&str>) -> Result<RetryPolicy, Failure> {
+    let backoff = backoff
+        .map(|raw| parse_duration(raw).map_err(|e| Failure::Usage(format!("--retry-backoff: {e}"))))
+        .transpose()?;
+    RetryPolicy::new(retries, backoff).map_err(|e| Failure::Usage(e.to_string()))
 }
 
 /// How long `runs cancel` waits to see the run stop before it reports the request only: a little more than

@@ -796,3 +796,83 @@ fn ctrl_c_on_flowrun_run_records_the_run_interrupted_and_frees_the_flow_at_once(
         assert_eq!(terminated.wait().code(), Some(143), "[{name}]");
     }
 }
+
+#[test]
+fn a_failing_flow_with_two_retries_runs_three_attempts_across_processes() {
+    for kind in configured_kinds() {
+        let env = Env::new(kind);
+        let name = env.name();
+        env.ok(&[
+            "flow",
+            "create",
+            "flaky",
+            "--class",
+            "Fail",
+            "--every",
+            "1h",
+            "--retries",
+            "2",
+            "--retry-backoff",
+            "1s",
+        ]);
+        let flow = env.flow("flaky");
+        assert_eq!(
+            (flow["retries"].as_u64(), flow["retry_backoff_secs"].as_u64()),
+            (Some(2), Some(1)),
+            "[{name}]"
+        );
+        // Each heartbeat is a process of its own: a pending retry is stored, not slept on in memory.
+        let first = env.json(&["heartbeat", "--json"]);
+        assert_eq!(first["triggered"], json!(["flaky"]), "[{name}] {first}");
+        let retry_at = time(&env.flow("flaky"), "retry_at");
+        assert_eq!(
+            env.json(&["heartbeat", "--json"])["flows_triggered"],
+            0,
+            "[{name}] not before its backoff"
+        );
+        for wait in [Duration::from_millis(1300), Duration::from_millis(2400)] {
+            sleep(wait);
+            let cycle = env.json(&["heartbeat", "--json"]);
+            assert_eq!(
+                cycle["triggered"],
+                json!(["flaky"]),
+                "[{name}] a retry is due: {cycle}"
+            );
+        }
+        sleep(Duration::from_millis(4500));
+        assert_eq!(
+            env.json(&["heartbeat", "--json"])["flows_triggered"],
+            0,
+            "[{name}] retries used up"
+        );
+        let runs = env.runs("flaky");
+        let attempts: Vec<(u64, &str, &str)> = runs
+            .iter()
+            .rev()
+            .map(|run| {
+                (
+                    run["attempt"].as_u64().unwrap_or(0),
+                    run["trigger"].as_str().unwrap_or("?"),
+                    run["status"].as_str().unwrap_or("?"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            attempts,
+            [
+                (1, "schedule", "failed"),
+                (2, "retry", "failed"),
+                (3, "retry", "failed")
+            ],
+            "[{name}] {runs:?}"
+        );
+        let second_started = time(&runs[1], "started_at");
+        assert!(
+            second_started >= retry_at,
+            "[{name}] the retry waited for its backoff"
+        );
+        let flow = env.flow("flaky");
+        assert_eq!(flow["last_run_status"], "failed", "[{name}]");
+        assert_eq!(flow["retry_at"], Value::Null, "[{name}] nothing pending");
+    }
+}

@@ -358,7 +358,7 @@ impl FlowExecutor {
     /// [`ExecuteError::Failed`] carrying the flow's own error (or panic). Refuses with
     /// [`ExecuteError::AlreadyRunning`], writing nothing, while another live run holds the flow.
     pub async fn execute(&self, data_flow: &DataFlow) -> Result<DataFlowRun, ExecuteError> {
-        Execution::new(self, data_flow, Claim::Manual, Trigger::Manual)
+        Execution::new(self, data_flow, Claim::Manual, Trigger::Manual, 1)
             .execute()
             .await
     }
@@ -382,8 +382,15 @@ impl FlowExecutor {
             warn!(flow = %data_flow.name, schedule = %data_flow.schedule,
                 "the schedule has no time after this run; the flow will not be due again until it is changed");
         }
-        self.claim(data_flow, Claim::Due { next_run_at }, Trigger::Schedule)
+        self.claim(data_flow, Claim::Due { next_run_at }, Trigger::Schedule, 1)
             .await
+    }
+
+    /// Like [`FlowExecutor::claim_due`], for a flow whose pending retry is due: claims it as a
+    /// [`Claim::Retry`], clearing the pending retry, and records the run as that retry's attempt.
+    pub async fn claim_retry(&self, data_flow: &DataFlow) -> Result<ClaimedRun, ExecuteError> {
+        let attempt = data_flow.pending_retry.map_or(2, |retry| retry.attempt);
+        self.claim(data_flow, Claim::Retry, Trigger::Retry, attempt).await
     }
 
     /// Like [`FlowExecutor::claim_due`], for a run started now whatever the schedule says (an API call):
@@ -394,7 +401,7 @@ impl FlowExecutor {
         data_flow: &DataFlow,
         trigger: Trigger,
     ) -> Result<ClaimedRun, ExecuteError> {
-        self.claim(data_flow, Claim::Manual, trigger).await
+        self.claim(data_flow, Claim::Manual, trigger, 1).await
     }
 
     async fn claim(
@@ -402,9 +409,12 @@ impl FlowExecutor {
         data_flow: &DataFlow,
         claim: Claim,
         trigger: Trigger,
+        attempt: u32,
     ) -> Result<ClaimedRun, ExecuteError> {
         let leased_at = tokio::time::Instant::now();
-        let run = Execution::new(self, data_flow, claim, trigger).start().await?;
+        let run = Execution::new(self, data_flow, claim, trigger, attempt)
+            .start()
+            .await?;
         Ok(ClaimedRun {
             executor: self.clone(),
             data_flow: data_flow.clone(),
@@ -478,7 +488,13 @@ impl ClaimedRun {
 
     /// Builds and runs the flow and records its end, as [`FlowExecutor::execute`] does after the start.
     pub async fn finish(self) -> Result<DataFlowRun, ExecuteError> {
-        let execution = Execution::new(&self.executor, &self.data_flow, Claim::Manual, self.run.trigger);
+        let execution = Execution::new(
+            &self.executor,
+            &self.data_flow,
+            Claim::Manual,
+            self.run.trigger,
+            self.run.attempt,
+        );
         let span = info_span!("flow_run", flow = %self.data_flow.name, run_id = self.run.id.0);
         execution
             .run_and_record(self.run, self.leased_at)
@@ -493,15 +509,23 @@ struct Execution<'a> {
     data_flow: &'a DataFlow,
     claim: Claim,
     trigger: Trigger,
+    attempt: u32,
 }
 
 impl<'a> Execution<'a> {
-    fn new(executor: &'a FlowExecutor, data_flow: &'a DataFlow, claim: Claim, trigger: Trigger) -> Self {
+    fn new(
+        executor: &'a FlowExecutor,
+        data_flow: &'a DataFlow,
+        claim: Claim,
+        trigger: Trigger,
+        attempt: u32,
+    ) -> Self {
         Self {
             executor,
             data_flow,
             claim,
             trigger,
+            attempt,
         }
     }
 
@@ -551,7 +575,7 @@ impl<'a> Execution<'a> {
                 lease_expires_at: self.executor.lease.expiry(now),
                 claim: self.claim,
                 trigger: self.trigger,
-                attempt: 1,
+                attempt: self.attempt,
             };
             let active = match runs.start_run(request).await {
                 Ok(run) => return Ok(run),
@@ -686,7 +710,20 @@ impl<'a> Execution<'a> {
         let outcome = match &result {
             Ok(()) => RunOutcome::success(ended_at),
             Err(failure) => {
-                RunOutcome::failure(ended_at, failure.message(), failure.report()).of_kind(failure.kind())
+                // Errors, panics and timeouts are retried; a cancel or an interruption was someone's choice.
+                let retry = matches!(
+                    failure.kind(),
+                    FailureKind::Error | FailureKind::Panic | FailureKind::Timeout
+                )
+                .then(|| {
+                    self.data_flow
+                        .retry
+                        .after_failure(run.attempt, ended_at, run.id.0.unsigned_abs())
+                })
+                .flatten();
+                RunOutcome::failure(ended_at, failure.message(), failure.report())
+                    .of_kind(failure.kind())
+                    .retried(retry)
             }
         };
         let run_id = run.id;

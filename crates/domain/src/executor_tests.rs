@@ -50,6 +50,8 @@ fn data_flow(configuration: Value) -> DataFlow {
         schedule: RunInterval::DEFAULT.schedule(),
         next_run_at: Some(at(0)),
         timeout: None,
+        retry: crate::model::RetryPolicy::NONE,
+        pending_retry: None,
         last_run_at: None,
         last_run_status: None,
         created_at: at(0),

@@ -21,8 +21,8 @@ pub use executor::{ClaimedRun, ExecuteError, FlowExecutor, FlowFailure, FlowPani
 pub use flow::{BuildFlowError, ClassRegistry, Flow, FlowError, FlowMessage, FlowRegistry};
 pub use model::{
     CancelRequest, ConfigurationError, DataFlow, DataFlowId, DataFlowRun, FailureKind, FlowName,
-    LastRunStatus, LeaseOwner, NewDataFlow, RunId, RunInterval, RunOutcome, RunStatus, Timeout, Trigger,
-    ValidationError,
+    LastRunStatus, LeaseOwner, NewDataFlow, PendingRetry, RetryPolicy, RunId, RunInterval, RunOutcome,
+    RunStatus, Timeout, Trigger, ValidationError,
 };
 pub use ports::{
     ActiveRun, CancelOutcome, Claim, Clock, CreateDataFlowError, DataFlowRepository, FinishRunError,

@@ -70,6 +70,12 @@ pub enum ValidationError {
         "unknown failure kind `{0}` (expected one of: error, panic, timeout, cancelled, interrupted, abandoned)"
     )]
     UnknownFailureKind(String),
+    /// More retries than [`RetryPolicy::MAX_RETRIES`].
+    #[error("at most {max} retries are allowed, got {0}", max = RetryPolicy::MAX_RETRIES)]
+    TooManyRetries(u32),
+    /// A retry backoff under a second or over a day.
+    #[error("a retry backoff must be between 1 second and 1 day, got {0} seconds")]
+    BackoffOutOfRange(u64),
     /// A timeout is zero or longer than a hundred years.
     #[error("a timeout must be between 1 second and 100 years, got {0} seconds")]
     TimeoutOutOfRange(u64),
@@ -178,6 +184,77 @@ impl Timeout {
     pub fn as_duration(self) -> std::time::Duration {
         std::time::Duration::from_secs(self.0)
     }
+}
+
+/// How a flow's failed runs are retried: up to `retries` more attempts, the first `backoff` after the
+/// failure, each following one twice as long after its own (capped at [`RetryPolicy::MAX_BACKOFF`]), plus up
+/// to a tenth more so that flows failing together do not retry together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RetryPolicy {
+    retries: u32,
+    backoff: std::time::Duration,
+}
+
+impl RetryPolicy {
+    /// No retries.
+    pub const NONE: RetryPolicy = RetryPolicy {
+        retries: 0,
+        backoff: Self::DEFAULT_BACKOFF,
+    };
+    /// The most retries a flow may have.
+    pub const MAX_RETRIES: u32 = 100;
+    /// The first backoff when none is given.
+    pub const DEFAULT_BACKOFF: std::time::Duration = std::time::Duration::from_secs(30);
+    /// The longest wait before one retry.
+    pub const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+    /// A policy of `retries` retries (at most [`RetryPolicy::MAX_RETRIES`]) starting at `backoff` (1 s to
+    /// [`RetryPolicy::MAX_BACKOFF`]; [`RetryPolicy::DEFAULT_BACKOFF`] when `None`).
+    pub fn new(retries: u32, backoff: Option<std::time::Duration>) -> Result<Self, ValidationError> {
+        if retries > Self::MAX_RETRIES {
+            return Err(ValidationError::TooManyRetries(retries));
+        }
+        let backoff = backoff.unwrap_or(Self::DEFAULT_BACKOFF);
+        if backoff < std::time::Duration::from_secs(1) || backoff > Self::MAX_BACKOFF {
+            return Err(ValidationError::BackoffOutOfRange(backoff.as_secs()));
+        }
+        Ok(Self { retries, backoff })
+    }
+
+    /// How many retries a failed run gets.
+    pub fn retries(self) -> u32 {
+        self.retries
+    }
+
+    /// The wait before the first retry.
+    pub fn backoff(self) -> std::time::Duration {
+        self.backoff
+    }
+
+    /// The retry to schedule after attempt `attempt` failed at `ended_at`, if the policy allows one more.
+    /// `spread` (any number, e.g. the run id) picks the jitter, so the same run always gets the same wait.
+    pub fn after_failure(self, attempt: u32, ended_at: DateTime<Utc>, spread: u64) -> Option<PendingRetry> {
+        if attempt > self.retries {
+            return None;
+        }
+        let doublings = attempt.saturating_sub(1).min(30);
+        let wait = self.backoff.saturating_mul(1 << doublings).min(Self::MAX_BACKOFF);
+        let jitter = wait.mul_f64((spread.wrapping_mul(2_654_435_761) % 1000) as f64 / 10_000.0);
+        let at = ended_at.checked_add_signed(Duration::from_std(wait + jitter).ok()?)?;
+        Some(PendingRetry {
+            at,
+            attempt: attempt + 1,
+        })
+    }
+}
+
+/// A retry waiting for its time: the flow is due for it at `at`, as attempt number `attempt`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PendingRetry {
+    /// When the retry is due.
+    pub at: DateTime<Utc>,
+    /// The attempt number the retry's run gets (2 for the first retry).
+    pub attempt: u32,
 }
 
 /// Where a run is in its lifecycle: `pending` → `in_progress` → `success` | `failed`.
@@ -312,9 +389,17 @@ pub struct NewDataFlow {
     pub schedule: Schedule,
     /// How long one run may take; `None`: no limit. Set it with [`NewDataFlow::with_timeout`].
     pub timeout: Option<Timeout>,
+    /// How a failed run is retried (not at all by default). Set it with [`NewDataFlow::with_retry`].
+    pub retry: RetryPolicy,
 }
 
 impl NewDataFlow {
+    /// The same flow with a retry policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
     /// The same flow with a run timeout.
     pub fn with_timeout(mut self, timeout: Option<Timeout>) -> Self {
         self.timeout = timeout;
@@ -337,6 +422,7 @@ impl NewDataFlow {
             configuration,
             schedule,
             timeout: None,
+            retry: RetryPolicy::NONE,
         })
     }
 }
@@ -360,6 +446,10 @@ pub struct DataFlow {
     pub next_run_at: Option<DateTime<Utc>>,
     /// How long one run may take before it is stopped and recorded as failed (`timeout`); `None`: no limit.
     pub timeout: Option<Timeout>,
+    /// How a failed run is retried.
+    pub retry: RetryPolicy,
+    /// The retry of a failed run waiting for its time, if any.
+    pub pending_retry: Option<PendingRetry>,
     /// When its last run ended.
     pub last_run_at: Option<DateTime<Utc>>,
     /// How its last run ended.
@@ -583,6 +673,8 @@ pub struct RunOutcome {
     pub error_backtrace: Option<String>,
     /// Why it failed, for a failure.
     pub failure_kind: Option<FailureKind>,
+    /// The retry this failure schedules on the flow, if its policy allows one; recorded with the end.
+    pub retry: Option<PendingRetry>,
 }
 
 impl RunOutcome {
@@ -594,6 +686,7 @@ impl RunOutcome {
             error_message: None,
             error_backtrace: None,
             failure_kind: None,
+            retry: None,
         }
     }
 
@@ -606,7 +699,14 @@ impl RunOutcome {
             error_message: Some(message),
             error_backtrace: Some(backtrace),
             failure_kind: Some(FailureKind::Error),
+            retry: None,
         }
+    }
+
+    /// The same failure, scheduling `retry`.
+    pub fn retried(mut self, retry: Option<PendingRetry>) -> Self {
+        self.retry = retry;
+        self
     }
 
     /// The same failure with another kind.
@@ -650,6 +750,37 @@ mod tests {
             Err(ValidationError::NonPositiveInterval(-5))
         );
         assert_eq!(RunInterval::from_secs(60).map(RunInterval::as_secs), Ok(60));
+    }
+
+    #[test]
+    fn a_retry_policy_waits_longer_each_time_and_stops_after_its_retries() {
+        let ended = DateTime::<Utc>::UNIX_EPOCH + Duration::days(20_000);
+        let policy = RetryPolicy::new(2, Some(std::time::Duration::from_secs(10))).expect("valid");
+        let first = policy.after_failure(1, ended, 7).expect("a first retry");
+        assert_eq!(first.attempt, 2);
+        let waited = (first.at - ended).num_milliseconds();
+        assert!(
+            (10_000..=11_000).contains(&waited),
+            "10 s plus at most a tenth: {waited} ms"
+        );
+        let second = policy.after_failure(2, ended, 7).expect("a second retry");
+        let waited = (second.at - ended).num_milliseconds();
+        assert!((20_000..=22_000).contains(&waited), "doubled: {waited} ms");
+        assert_eq!(
+            policy.after_failure(3, ended, 7),
+            None,
+            "two retries, three attempts"
+        );
+        assert_eq!(RetryPolicy::NONE.after_failure(1, ended, 7), None);
+        let many = RetryPolicy::new(100, Some(RetryPolicy::MAX_BACKOFF)).expect("valid");
+        let late = many.after_failure(60, ended, u64::MAX).expect("a retry");
+        assert!(
+            late.at - ended <= Duration::days(1) + Duration::hours(3),
+            "capped at a day: {late:?}"
+        );
+        assert!(RetryPolicy::new(101, None).is_err());
+        assert!(RetryPolicy::new(1, Some(std::time::Duration::from_millis(500))).is_err());
+        assert!(RetryPolicy::new(1, Some(std::time::Duration::from_secs(86_401))).is_err());
     }
 
     #[test]

@@ -90,7 +90,8 @@ pub trait DataFlowRepository: Send + Sync {
     /// Deletes a flow and, by cascade, its runs. Returns whether it existed.
     async fn delete(&self, name: &str) -> Result<bool, RepositoryError>;
 
-    /// Flows due at `now`: enabled, not running, and `next_run_at <= now`, soonest first.
+    /// Flows due at `now`: enabled, not running, and `next_run_at <= now` or a pending retry due by `now`,
+    /// soonest first.
     ///
     /// A row that cannot be read back as a flow (a value corrupted by hand) MUST be skipped, not fail the
     /// call: one bad row must not stop the others from being scheduled.
@@ -131,6 +132,9 @@ pub enum Claim {
         /// The flow's next run time after this one; `None` when its schedule has no next time.
         next_run_at: Option<DateTime<Utc>>,
     },
+    /// The scheduler's start of a pending retry: only while the flow is enabled and its `retry_at <=
+    /// started_at`; the claim clears the pending retry in the same statement and leaves the schedule alone.
+    Retry,
 }
 
 /// The run that holds a flow, reported when another start is refused.
@@ -150,7 +154,8 @@ pub enum StartRunError {
     /// Another run of the flow holds it.
     #[error("already running since {} (run {})", .0.started_at.to_rfc3339(), .0.run_id)]
     Busy(ActiveRun),
-    /// A [`Claim::Due`] start, and the flow is disabled or not due (another scheduler took this slot).
+    /// A [`Claim::Due`] or [`Claim::Retry`] start, and the flow is disabled or not due (another scheduler
+    /// took this slot).
     #[error("not due")]
     NotDue,
     /// The flow does not exist (any more).
@@ -228,7 +233,8 @@ pub trait RunRepository: Send + Sync {
     async fn start_run(&self, request: StartRun) -> Result<DataFlowRun, StartRunError>;
 
     /// Records a run's end, in one transaction: the run (status, `ended_at`, error) only if it is still
-    /// `in_progress`, and the flow's `last_run_at`/`last_run_status`, releasing the flow.
+    /// `in_progress`, and the flow's `last_run_at`/`last_run_status` and pending retry (the outcome's, or
+    /// none), releasing the flow.
     ///
     /// MUST return [`FinishRunError::NotInProgress`], writing nothing, when the run was reaped or finished.
     async fn finish_run(

@@ -287,7 +287,13 @@ impl Scheduler {
                 info!("no free slot: the remaining due flows wait for the next cycle");
                 break;
             };
-            match self.executor.claim_due(&flow).await {
+            let retry_due = flow.pending_retry.is_some_and(|retry| retry.at <= now);
+            let claimed = if retry_due {
+                self.executor.claim_retry(&flow).await
+            } else {
+                self.executor.claim_due(&flow).await
+            };
+            match claimed {
                 Ok(claimed) => {
                     let run_id = claimed.run().id;
                     running.push((
@@ -346,7 +352,7 @@ mod tests {
     use super::*;
     use crate::executor::LeaseSettings;
     use crate::flow::{ClassRegistry, Flow, FlowError};
-    use crate::model::{DataFlowId, LeaseOwner, RunInterval, RunStatus};
+    use crate::model::{DataFlowId, LeaseOwner, RetryPolicy, RunInterval, RunStatus};
     use crate::ports::{MockClock, MockDataFlowRepository, MockRunRepository, StartRunError};
 
     fn at(secs: i64) -> DateTime<Utc> {
@@ -365,6 +371,8 @@ mod tests {
             schedule: RunInterval::DEFAULT.schedule(),
             next_run_at: Some(at(0)),
             timeout: None,
+            retry: RetryPolicy::NONE,
+            pending_retry: None,
             last_run_at: None,
             last_run_status: None,
             created_at: at(0),

@@ -8,7 +8,8 @@ use flowrun_domain::{
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, SqlErr,
+    ColumnTrait, Condition, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    SqlErr,
 };
 use tracing::warn;
 
@@ -55,6 +56,12 @@ impl DataFlowRepository for SeaOrmDataFlowRepository {
             timeout_secs: Set(flow
                 .timeout
                 .map(|t| i64::try_from(t.as_secs()).unwrap_or(i64::MAX))),
+            retries: Set(i32::try_from(flow.retry.retries()).unwrap_or(i32::MAX)),
+            retry_backoff_secs: Set(Some(
+                i64::try_from(flow.retry.backoff().as_secs()).unwrap_or(i64::MAX),
+            )),
+            retry_at: Set(None),
+            retry_attempt: Set(None),
             last_run_at: Set(None),
             last_run_status: Set(None),
             active_run_id: Set(None),
@@ -91,6 +98,8 @@ impl DataFlowRepository for SeaOrmDataFlowRepository {
             schedule: flow.schedule,
             next_run_at,
             timeout: flow.timeout,
+            retry: flow.retry,
+            pending_retry: None,
             last_run_at: None,
             last_run_status: None,
             created_at: now,
@@ -154,7 +163,11 @@ impl DataFlowRepository for SeaOrmDataFlowRepository {
         let rows = data_flow::Entity::find()
             .filter(data_flow::Column::Enabled.eq(true))
             .filter(data_flow::Column::ActiveRunId.is_null())
-            .filter(data_flow::Column::NextRunAt.lte(now))
+            .filter(
+                Condition::any()
+                    .add(data_flow::Column::NextRunAt.lte(now))
+                    .add(data_flow::Column::RetryAt.lte(now)),
+            )
             .order_by_asc(data_flow::Column::NextRunAt)
             .order_by_asc(data_flow::Column::Id)
             .all(&self.db)

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use flowrun_domain::{
     CancelRequest, CronSchedule, DataFlow, DataFlowId, DataFlowRun, FailureKind, FlowName, LastRunStatus,
-    RepositoryError, RunId, RunInterval, RunStatus, Schedule, Timeout, Trigger,
+    PendingRetry, RepositoryError, RetryPolicy, RunId, RunInterval, RunStatus, Schedule, Timeout, Trigger,
 };
 use sea_orm::{DatabaseBackend, DbErr, RuntimeErr};
 
@@ -120,6 +120,20 @@ pub(crate) fn data_flow(model: data_flow::Model) -> Result<DataFlow, RepositoryE
             .map(|secs| Timeout::from_secs(secs.try_into().unwrap_or(0)))
             .transpose()
             .map_err(|e| corrupt(TABLE, format!("flow {}: {e}", model.id)))?,
+        retry: RetryPolicy::new(
+            u32::try_from(model.retries).unwrap_or(u32::MAX),
+            model
+                .retry_backoff_secs
+                .map(|secs| std::time::Duration::from_secs(secs.unsigned_abs())),
+        )
+        .map_err(|e| corrupt(TABLE, format!("flow {}: {e}", model.id)))?,
+        pending_retry: model.retry_at.map(|at| PendingRetry {
+            at,
+            attempt: model
+                .retry_attempt
+                .and_then(|attempt| u32::try_from(attempt).ok())
+                .unwrap_or(2),
+        }),
         last_run_at: model.last_run_at,
         last_run_status: model
             .last_run_status

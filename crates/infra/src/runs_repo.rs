@@ -66,6 +66,8 @@ struct HotPath {
     claim: String,
     /// The same, only while the flow is enabled and due (scheduled runs), moving `next_run_at` on.
     claim_due: String,
+    /// The same, only while the flow is enabled and its pending retry is due, clearing it.
+    claim_retry: String,
     /// The run as `pending`; `RETURNING id` on PostgreSQL, the driver's insert id elsewhere.
     insert_pending: String,
     in_progress: String,
@@ -90,6 +92,9 @@ impl HotPath {
             claim_due: sql(&format!(
                 "{claim}, next_run_at = ? {free} AND enabled = ? AND next_run_at <= ?"
             )),
+            claim_retry: sql(&format!(
+                "{claim}, retry_at = NULL, retry_attempt = NULL {free} AND enabled = ? AND retry_at <= ?"
+            )),
             claim: sql(&format!("{claim} {free}")),
             insert_pending: sql(&format!(
                 "INSERT INTO data_flow_runs (data_flow_id, status, started_at, lease_owner, lease_expires_at, \
@@ -108,7 +113,7 @@ impl HotPath {
             )),
             end_flow: sql(
                 "UPDATE data_flows SET last_run_at = ?, last_run_status = ?, active_run_id = NULL, \
-                 updated_at = ? WHERE id = ?",
+                 retry_at = ?, retry_attempt = ?, updated_at = ? WHERE id = ?",
             ),
         }
     }
@@ -158,6 +163,10 @@ impl SeaOrmRunRepository {
         let flow_id = request.data_flow_id.0;
         let claim = match request.claim {
             Claim::Manual => sql.statement(&sql.claim, [flow_id.into()]),
+            Claim::Retry => sql.statement(
+                &sql.claim_retry,
+                [flow_id.into(), true.into(), request.started_at.into()],
+            ),
             Claim::Due { next_run_at } => sql.statement(
                 &sql.claim_due,
                 [
@@ -269,9 +278,19 @@ impl SeaOrmRunRepository {
                 status: now.map_or_else(|| "deleted".to_owned(), |run| run.status),
             });
         }
+        let retry_attempt = outcome
+            .retry
+            .map(|retry| i32::try_from(retry.attempt).unwrap_or(i32::MAX));
         let end_flow = sql.statement(
             &sql.end_flow,
-            [ended.into(), status.into(), ended.into(), data_flow_id.0.into()],
+            [
+                ended.into(),
+                status.into(),
+                mapping::far_time(sql.backend, outcome.retry.map(|retry| retry.at)),
+                retry_attempt.into(),
+                ended.into(),
+                data_flow_id.0.into(),
+            ],
         );
         execute(&txn, end_flow).await?;
         txn.commit().await.map_err(repository_error)?;

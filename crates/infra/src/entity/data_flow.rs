@@ -29,6 +29,14 @@ pub struct Model {
     pub next_run_at: Option<DateTimeUtc>,
     /// How long one run may take, in seconds; null: no limit.
     pub timeout_secs: Option<i64>,
+    /// How many times a failed run is retried.
+    pub retries: i32,
+    /// The wait before the first retry, in seconds (the default when null).
+    pub retry_backoff_secs: Option<i64>,
+    /// When the pending retry of a failed run is due; null: none pending.
+    pub retry_at: Option<DateTimeUtc>,
+    /// The attempt number of the pending retry.
+    pub retry_attempt: Option<i32>,
     /// When the last run ended.
     pub last_run_at: Option<DateTimeUtc>,
     /// `success` or `failed`; the database checks it.
