@@ -372,3 +372,61 @@ fn prune_refuses_bad_input_with_one_line() {
     let missing = flowrun(d).args(["runs", "prune"]).output().expect("runs");
     assert_eq!(missing.status.code(), Some(2), "--older-than is required");
 }
+
+/// `flowrun ARGS` on a pseudo-terminal (util-linux `script`) with `answer` typed in; `None` where `script`
+/// is not installed.
+fn on_a_terminal(dir: &Path, args: &str, answer: &str) -> Option<(Option<i32>, String)> {
+    use std::io::Write;
+    use std::process::{Command as StdCommand, Stdio};
+    let binary = assert_cmd::cargo::cargo_bin("flowrun");
+    let mut child = StdCommand::new("script")
+        .args(["-qec", &format!("{} {args}", binary.display()), "/dev/null"])
+        .current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(answer.as_bytes())
+        .expect("type the answer");
+    let output = child.wait_with_output().expect("runs");
+    Some((
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    ))
+}
+
+#[test]
+fn on_a_terminal_delete_asks_and_only_yes_deletes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    flowrun(d)
+        .args(["flow", "create", "busy", "--class", "Noop"])
+        .assert()
+        .success();
+    run(d, "busy");
+    let Some((code, screen)) = on_a_terminal(d, "flow delete busy", "n\n") else {
+        eprintln!("skipped: util-linux `script` is not installed");
+        return;
+    };
+    assert!(
+        screen.contains("delete flow busy and its 1 run? [y/N]"),
+        "{screen}"
+    );
+    assert_eq!(code, Some(2), "{screen}");
+    assert_eq!(
+        json(d, &["runs", "--json"]).as_array().map(Vec::len),
+        Some(1),
+        "kept"
+    );
+    let (code, screen) = on_a_terminal(d, "flow delete busy", "y\n").expect("script");
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(screen.contains("deleted data flow busy and 1 run"), "{screen}");
+    assert_eq!(json(d, &["flow", "list", "--json"]), json!([]));
+}
