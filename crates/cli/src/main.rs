@@ -313,6 +313,7 @@ impl From<ManagementError> for Failure {
                 Self::Usage(format!("no data flow named `{name}` (see `flowrun flow list`)"))
             }
             ManagementError::Repository(e) => e.into(),
+            error @ ManagementError::Running { .. } => Self::AlreadyRunning(error.to_string()),
             other => Self::Usage(other.to_string()),
         }
     }

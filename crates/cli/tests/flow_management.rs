@@ -430,3 +430,50 @@ fn on_a_terminal_delete_asks_and_only_yes_deletes() {
     assert!(screen.contains("deleted data flow busy and 1 run"), "{screen}");
     assert_eq!(json(d, &["flow", "list", "--json"]), json!([]));
 }
+
+#[test]
+fn a_flow_with_a_live_run_is_not_deleted_and_exits_4() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    flowrun(d)
+        .args([
+            "flow",
+            "create",
+            "slow",
+            "--class",
+            "Sleep",
+            "--config",
+            r#"{"seconds": 3}"#,
+        ])
+        .assert()
+        .success();
+    let mut running = std::process::Command::new(assert_cmd::cargo::cargo_bin("flowrun"))
+        .args(["run", "slow"])
+        .current_dir(d)
+        .env_remove("DATABASE_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the run");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while json(d, &["runs", "--status", "in_progress", "--json"]) == json!([]) {
+        assert!(std::time::Instant::now() < deadline, "the run never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let output = flowrun(d)
+        .args(["flow", "delete", "slow", "--yes"])
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("data flow `slow` is running (run 1)"), "{stderr}");
+    assert!(
+        running.wait().expect("the run ends").success(),
+        "the run was left alone"
+    );
+    assert_eq!(
+        json(d, &["flow", "delete", "slow", "--yes", "--json"]),
+        json!({"deleted": "slow", "runs_deleted": 1}),
+        "deleted once the run has ended"
+    );
+}

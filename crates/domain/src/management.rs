@@ -10,15 +10,15 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 
 use crate::flow::{BuildFlowError, FlowRegistry};
-use crate::model::{DataFlow, FlowName, NewDataFlow, RunInterval, ValidationError};
+use crate::model::{DataFlow, FlowName, NewDataFlow, RunId, RunInterval, RunStatus, ValidationError};
 use crate::ports::{
-    Clock, CreateDataFlowError, DataFlowRepository, FlowChanges, PruneRuns, RepositoryError, RunRepository,
-    ScheduleChange,
+    Clock, CreateDataFlowError, DataFlowRepository, FlowChanges, PruneRuns, RepositoryError, RunFilter,
+    RunRepository, ScheduleChange,
 };
 use crate::schedule::Schedule;
 
-/// Why a management operation was refused or failed. Every variant but [`ManagementError::Repository`] is
-/// bad input: nothing was stored.
+/// Why a management operation was refused or failed; nothing was stored. Every variant but
+/// [`ManagementError::Repository`] and [`ManagementError::Running`] is bad input.
 #[derive(Debug, Error)]
 pub enum ManagementError {
     /// No flow has that name.
@@ -36,6 +36,16 @@ pub enum ManagementError {
     /// The settings are not a JSON object, or name another class than the one given.
     #[error("{0}")]
     Settings(String),
+    /// The flow has a live run; deleting it would pull the run's record from under the process running it.
+    #[error(
+        "data flow `{name}` is running (run {run_id}); delete it once the run has ended (a run whose process died is closed by `flowrun runs reap` when its lease expires)"
+    )]
+    Running {
+        /// The flow.
+        name: FlowName,
+        /// Its live run.
+        run_id: RunId,
+    },
     /// A retention age reaches before the calendar's start.
     #[error("an age of {0} seconds reaches before the earliest time that can be stored")]
     AgeOutOfRange(u64),
@@ -47,7 +57,7 @@ pub enum ManagementError {
 impl ManagementError {
     /// Whether the caller gave bad input (as opposed to storage failing).
     pub fn is_bad_input(&self) -> bool {
-        !matches!(self, Self::Repository(_))
+        !matches!(self, Self::Repository(_) | Self::Running { .. })
     }
 }
 
@@ -262,9 +272,26 @@ impl FlowManagement {
     }
 
     /// Deletes the flow `name` and its runs. Asking a person first is the caller's job
-    /// ([`FlowManagement::count_runs`] says how many runs would go).
+    /// ([`FlowManagement::count_runs`] says how many runs would go). A flow with a live run is refused
+    /// ([`ManagementError::Running`]).
     pub async fn delete(&self, name: &str) -> Result<DeletedFlow, ManagementError> {
         let (flow, runs_deleted) = self.count_runs(name).await?;
+        for status in [RunStatus::InProgress, RunStatus::Pending] {
+            let live = self
+                .runs
+                .list_runs(RunFilter {
+                    data_flow_id: Some(flow.id),
+                    status: Some(status),
+                    limit: 1,
+                })
+                .await?;
+            if let Some(record) = live.first() {
+                return Err(ManagementError::Running {
+                    name: flow.name,
+                    run_id: record.run.id,
+                });
+            }
+        }
         if !self.flows.delete(flow.name.as_str()).await? {
             return Err(ManagementError::NotFound(name.to_owned()));
         }
@@ -630,9 +657,51 @@ mod tests {
         runs.expect_count_runs()
             .with(eq(DataFlowId(7)))
             .returning(|_| Ok(3));
+        runs.expect_list_runs().returning(|_| Ok(Vec::new()));
         let m = management(flows, runs);
         let deleted = m.delete("f").await.expect("deleted");
         assert_eq!(deleted.runs_deleted, 3);
+    }
+
+    #[tokio::test]
+    async fn a_flow_with_a_live_run_is_not_deleted() {
+        let mut flows = MockDataFlowRepository::new();
+        finds(&mut flows, stored(json!("Noop"), RunInterval::DEFAULT.schedule()));
+        // No `expect_delete`: a delete would panic the test.
+        let mut runs = MockRunRepository::new();
+        runs.expect_count_runs().returning(|_| Ok(1));
+        runs.expect_list_runs()
+            .withf(|filter| filter.status == Some(RunStatus::InProgress))
+            .returning(|_| {
+                Ok(vec![crate::ports::RunRecord {
+                    run: crate::model::DataFlowRun {
+                        id: RunId(41),
+                        data_flow_id: DataFlowId(7),
+                        status: RunStatus::InProgress,
+                        started_at: now(),
+                        ended_at: None,
+                        error_message: None,
+                        error_backtrace: None,
+                        lease_owner: None,
+                        lease_expires_at: None,
+                        created_at: now(),
+                        updated_at: now(),
+                    },
+                    flow_name: "f".into(),
+                }])
+            });
+        let m = management(flows, runs);
+        let error = m.delete("f").await.expect_err("refused");
+        assert!(
+            matches!(
+                error,
+                ManagementError::Running {
+                    run_id: RunId(41),
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
     }
 
     #[tokio::test]
