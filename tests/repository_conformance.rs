@@ -753,3 +753,256 @@ async fn the_reaper_index_holds_only_live_runs_where_the_backend_allows_it() {
     })
     .await;
 }
+
+/// Runs `flow` once, from `at` to one second later, with the given outcome.
+async fn finished_run(app: &App, flow: &DataFlow, at: i64, ok: bool) -> RunId {
+    let run = app.runs.start_run(start(flow, t(at))).await.expect("started");
+    let outcome = if ok {
+        RunOutcome::success(t(at + 1))
+    } else {
+        RunOutcome::failure(t(at + 1), "boom".into(), "trace".into())
+    };
+    app.runs
+        .finish_run(run.id, flow.id, outcome)
+        .await
+        .expect("finished");
+    run.id
+}
+
+#[tokio::test]
+async fn an_update_changes_only_what_it_is_given_and_keeps_the_id_and_the_history() {
+    use flowrun_domain::{CronSchedule, FlowChanges, Schedule, ScheduleChange};
+    each_backend(async |_, app, k| {
+        let flow = create(&app, "f", json!({"class_name": "Sleep", "seconds": 0})).await;
+        let run = finished_run(&app, &flow, 10, false).await;
+        let before = app
+            .flows
+            .find_by_id(flow.id)
+            .await
+            .expect("query")
+            .expect("found");
+
+        let described = app
+            .flows
+            .update(
+                flow.id,
+                FlowChanges {
+                    description: Some("new\0text".into()),
+                    ..FlowChanges::default()
+                },
+                t(20),
+            )
+            .await
+            .expect("update")
+            .expect("exists");
+        assert_eq!(
+            described,
+            flowrun_domain::DataFlow {
+                description: "new\u{FFFD}text".into(),
+                updated_at: t(20),
+                ..before.clone()
+            },
+            "{k}: only the description and updated_at change; last run, next run and id stay"
+        );
+
+        // Past 2038 on purpose: MySQL must not turn it into NULL.
+        let cron = Schedule::Cron(CronSchedule::parse("0 2 1 1 *", Some("Europe/Berlin")).expect("cron"));
+        let far = Utc.with_ymd_and_hms(2040, 1, 1, 1, 0, 0).single().expect("valid");
+        let changed = app
+            .flows
+            .update(
+                flow.id,
+                FlowChanges {
+                    configuration: Some(json!({"class_name": "Noop"})),
+                    schedule: Some(ScheduleChange {
+                        schedule: cron.clone(),
+                        next_run_at: Some(far),
+                    }),
+                    ..FlowChanges::default()
+                },
+                t(30),
+            )
+            .await
+            .expect("update")
+            .expect("exists");
+        assert_eq!(changed.id, flow.id, "{k}");
+        assert_eq!(changed.configuration, json!({"class_name": "Noop"}), "{k}");
+        assert_eq!(changed.schedule, cron, "{k}");
+        assert_eq!(changed.next_run_at, Some(far), "{k}: far times are kept");
+        assert_eq!(changed.description, "new\u{FFFD}text", "{k}");
+        assert_eq!(changed.last_run_status, before.last_run_status, "{k}");
+        assert_eq!(changed.created_at, flow.created_at, "{k}");
+        assert_eq!(
+            app.flows.find_by_name("f").await.expect("query"),
+            Some(changed.clone()),
+            "{k}: what update returns is what is stored"
+        );
+        assert!(
+            app.runs.find_run(run).await.expect("query").is_some(),
+            "{k}: the history stays"
+        );
+
+        let every = RunInterval::from_secs(90).expect("valid").schedule();
+        let back = app
+            .flows
+            .update(
+                flow.id,
+                FlowChanges {
+                    schedule: Some(ScheduleChange {
+                        schedule: every.clone(),
+                        next_run_at: Some(t(40)),
+                    }),
+                    ..FlowChanges::default()
+                },
+                t(40),
+            )
+            .await
+            .expect("update")
+            .expect("exists");
+        assert_eq!(
+            (back.schedule, back.next_run_at),
+            (every, Some(t(40))),
+            "{k}: a cron flow becomes an interval flow again"
+        );
+        assert_eq!(
+            app.flows
+                .update(DataFlowId(987_654), FlowChanges::default(), t(50))
+                .await
+                .expect("update"),
+            None,
+            "{k}: no such flow"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn runs_are_counted_per_flow() {
+    each_backend(async |_, app, k| {
+        let a = create(&app, "a", json!("Noop")).await;
+        let b = create(&app, "b", json!("Noop")).await;
+        finished_run(&app, &a, 10, true).await;
+        finished_run(&app, &a, 20, false).await;
+        app.runs.start_run(start(&a, t(30))).await.expect("started");
+        assert_eq!(app.runs.count_runs(a.id).await.expect("count"), 3, "{k}");
+        assert_eq!(app.runs.count_runs(b.id).await.expect("count"), 0, "{k}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pruning_deletes_old_finished_runs_only_keeps_the_newest_and_never_a_live_run() {
+    use flowrun_domain::PruneRuns;
+    each_backend(async |_, app, k| {
+        let a = create(&app, "a", json!("Noop")).await;
+        let b = create(&app, "b", json!("Noop")).await;
+        let mut a_runs = Vec::new();
+        for (at, ok) in [(10, true), (20, false), (30, true), (40, true)] {
+            a_runs.push(finished_run(&app, &a, at, ok).await);
+        }
+        let b_old = [
+            finished_run(&app, &b, 10, true).await,
+            finished_run(&app, &b, 20, false).await,
+        ];
+        // Live, and older than every cut-off below.
+        let live = app.runs.start_run(start(&b, t(25))).await.expect("started").id;
+        let ids = async |app: &App| -> Vec<RunId> {
+            let mut ids: Vec<RunId> = recent_runs(app, 100).await.iter().map(|r| r.run.id).collect();
+            ids.sort();
+            ids
+        };
+
+        let only_b = PruneRuns {
+            started_before: t(1000),
+            keep_last: None,
+            data_flow_id: Some(b.id),
+        };
+        assert_eq!(app.runs.prune(only_b).await.expect("prune"), 2, "{k}");
+        let mut left = a_runs.clone();
+        left.push(live);
+        assert_eq!(
+            ids(&app).await,
+            left,
+            "{k}: b's finished runs went, its live one and a's stayed"
+        );
+        assert!(b_old.iter().all(|id| !left.contains(id)));
+
+        let keep_two = PruneRuns {
+            started_before: t(1000),
+            keep_last: Some(2),
+            data_flow_id: None,
+        };
+        assert_eq!(app.runs.prune(keep_two).await.expect("prune"), 2, "{k}");
+        assert_eq!(
+            ids(&app).await,
+            vec![a_runs[2], a_runs[3], live],
+            "{k}: the two newest of a are kept"
+        );
+
+        let too_young = PruneRuns {
+            started_before: t(30),
+            keep_last: None,
+            data_flow_id: None,
+        };
+        assert_eq!(
+            app.runs.prune(too_young).await.expect("prune"),
+            0,
+            "{k}: runs that started at or after the cut-off stay"
+        );
+        let everything = PruneRuns {
+            started_before: t(1000),
+            keep_last: None,
+            data_flow_id: None,
+        };
+        assert_eq!(app.runs.prune(everything).await.expect("prune"), 2, "{k}");
+        assert_eq!(ids(&app).await, vec![live], "{k}: the live run is never pruned");
+        assert_eq!(stored_run(&app, live).await.status, RunStatus::InProgress, "{k}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pruning_goes_on_past_one_batch() {
+    use flowrun_infra::entity::data_flow_run;
+    use sea_orm::{ActiveValue::NotSet, ActiveValue::Set, EntityTrait};
+    each_backend(async |_, app, k| {
+        let flow = create(&app, "many", json!("Noop")).await;
+        // More than two batches of 1000, written in one statement per chunk to keep the test quick.
+        for chunk in 0..5_i64 {
+            let rows = (0..500_i64).map(|i| data_flow_run::ActiveModel {
+                id: NotSet,
+                data_flow_id: Set(flow.id.0),
+                status: Set(if i % 2 == 0 { "success" } else { "failed" }.to_owned()),
+                started_at: Set(t(chunk * 1000 + i)),
+                ended_at: Set(Some(t(chunk * 1000 + i + 1))),
+                error_message: Set(None),
+                error_backtrace: Set(None),
+                lease_owner: Set(None),
+                lease_expires_at: Set(None),
+                attempt: Set(1),
+                triggered_by: Set("schedule".to_owned()),
+                failure_kind: Set((i % 2 == 1).then(|| "error".to_owned())),
+                cancel_requested_at: Set(None),
+                cancel_requested_by: Set(None),
+                created_at: Set(t(chunk * 1000 + i)),
+                updated_at: Set(t(chunk * 1000 + i + 1)),
+            });
+            data_flow_run::Entity::insert_many(rows)
+                .exec(app.connection())
+                .await
+                .expect("insert runs");
+        }
+        let pruned = app
+            .runs
+            .prune(flowrun_domain::PruneRuns {
+                started_before: t(100_000),
+                keep_last: Some(10),
+                data_flow_id: None,
+            })
+            .await
+            .expect("prune");
+        assert_eq!(pruned, 2_490, "{k}");
+        assert_eq!(app.runs.count_runs(flow.id).await.expect("count"), 10, "{k}");
+    })
+    .await;
+}

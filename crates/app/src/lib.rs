@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flowrun_domain::{
-    ClassRegistry, Clock, DataFlowRepository, FlowExecutor, LeaseOwner, LeaseSettings, RunRepository,
-    Scheduler, ShutdownSignal,
+    ClassRegistry, Clock, DataFlowRepository, FlowExecutor, FlowManagement, FlowRegistry, LeaseOwner,
+    LeaseSettings, RunRepository, Scheduler, ShutdownSignal,
 };
 use flowrun_infra::{
     Backend, ConnectSettings, DatabaseConnection, SeaOrmDataFlowRepository, SeaOrmRunRepository, SystemClock,
@@ -178,6 +178,8 @@ pub struct App {
     pub executor: FlowExecutor,
     /// The scheduler for heartbeats and ticks.
     pub scheduler: Scheduler,
+    /// Creating, changing and deleting flows, and pruning runs: the one way flows are managed.
+    pub management: FlowManagement,
 }
 
 impl std::fmt::Debug for App {
@@ -237,9 +239,16 @@ impl App {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let runs: Arc<dyn RunRepository> =
             Arc::new(SeaOrmRunRepository::with_writer(writer.clone()).with_clock(Arc::clone(&clock)));
+        let registry: Arc<dyn FlowRegistry> = Arc::new(registry);
+        let management = FlowManagement::new(
+            Arc::clone(&flows),
+            Arc::clone(&runs),
+            Arc::clone(&registry),
+            Arc::clone(&clock),
+        );
         let executor = FlowExecutor::new(
             Arc::clone(&runs),
-            Arc::new(registry),
+            registry,
             Arc::clone(&clock),
             LeaseSettings {
                 duration: lease,
@@ -262,6 +271,7 @@ impl App {
             clock,
             executor,
             scheduler,
+            management,
         }
     }
 

@@ -24,10 +24,10 @@ use flowrun_app::{App, AppError, DEFAULT_DATABASE_URL, MigratePolicy, Settings, 
 use flowrun_domain::duration::parse_duration;
 use flowrun_domain::schedule::MAX_UPCOMING;
 use flowrun_domain::{
-    CancelOutcome, CreateDataFlowError, CronSchedule, DataFlow, ExecuteError, FailureKind, FlowName,
-    FlowRegistry, NewDataFlow, RetryPolicy, RunFilter, RunId, RunInterval, RunStatus, Schedule, Timeout,
+    CancelOutcome, CreateFlow, CronSchedule, DataFlow, ExecuteError, FailureKind, FlowRegistry, FlowUpdate,
+    ManagementError, PruneRequest, RetryPolicy, RunFilter, RunId, RunInterval, RunStatus, Schedule, Timeout,
 };
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use flowrun_app::json::{flow_json, heartbeat_json, run_json};
 
@@ -53,7 +53,7 @@ struct Cli {
 enum Command {
     /// Apply database migrations (idempotent).
     Migrate,
-    /// Create, list, show, enable, disable or delete data flows.
+    /// Create, update, list, show, enable, disable or delete data flows.
     #[command(subcommand)]
     Flow(FlowCommand),
     /// Execute a data flow now and record the run.
@@ -130,6 +130,34 @@ enum FlowCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Change a data flow's class, settings, schedule or description; keeps its id and its runs.
+    Update {
+        /// The flow's name.
+        name: String,
+        /// A new flow class; alone, the current settings are kept and checked against it.
+        #[arg(long = "class")]
+        class: Option<String>,
+        /// New settings, as a JSON object (replacing the current ones).
+        #[arg(long)]
+        config: Option<String>,
+        #[command(flatten)]
+        schedule: ScheduleArgs,
+        /// New free text.
+        #[arg(long)]
+        description: Option<String>,
+        /// A new run timeout (90s, 15m, 1h30m); `none` removes it.
+        #[arg(long, value_name = "DURATION")]
+        timeout: Option<String>,
+        /// A new number of retries (0 to 100); keeps the backoff unless --retry-backoff is given too.
+        #[arg(long, value_name = "N")]
+        retries: Option<u32>,
+        /// A new wait before the first retry (keeps the number of retries unless --retries is given too).
+        #[arg(long, value_name = "DURATION")]
+        retry_backoff: Option<String>,
+        /// Print the updated flow as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List data flows.
     List {
         /// Print as JSON.
@@ -160,11 +188,14 @@ enum FlowCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Delete a flow and its runs.
+    /// Delete a flow and its runs (asks first on a terminal when it has runs; elsewhere needs --yes).
     Delete {
         /// The flow's name.
         name: String,
-        /// Print `{"deleted": name}` as JSON.
+        /// Delete its runs too without asking.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Print `{"deleted": name, "runs_deleted": n}` as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -263,6 +294,21 @@ enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Delete finished runs that started longer ago than --older-than (never a running one).
+    Prune {
+        /// Age of the runs to delete: 90, 90s, 15m, 1h30m, 7d.
+        #[arg(long, value_name = "DURATION")]
+        older_than: String,
+        /// Keep the newest N finished runs of each flow, however old.
+        #[arg(long, value_name = "N")]
+        keep_last: Option<u64>,
+        /// Only this flow's runs.
+        #[arg(long)]
+        flow: Option<String>,
+        /// Print `{"deleted": n}` as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// How a command ended, mapped to the contract's exit codes.
@@ -293,6 +339,19 @@ impl Failure {
             Self::Infra(_) => 3,
             Self::AlreadyRunning(_) => 4,
             Self::Interrupted { code, .. } => *code,
+        }
+    }
+}
+
+impl From<ManagementError> for Failure {
+    fn from(error: ManagementError) -> Self {
+        match error {
+            ManagementError::NotFound(name) => {
+                Self::Usage(format!("no data flow named `{name}` (see `flowrun flow list`)"))
+            }
+            ManagementError::Repository(e) => e.into(),
+            error @ ManagementError::Running { .. } => Self::AlreadyRunning(error.to_string()),
+            other => Self::Usage(other.to_string()),
         }
     }
 }
@@ -556,42 +615,14 @@ async fn find_flow(app: &App, name: &str) -> Result<DataFlow, Failure> {
         .ok_or_else(|| Failure::Usage(format!("no data flow named `{name}` (see `flowrun flow list`)")))
 }
 
-/// Builds the configuration from `--class` and `--config`: the object with `class_name` set.
-fn configuration(class: &str, config: Option<&str>, registry: &dyn FlowRegistry) -> Result<Value, Failure> {
-    let known = registry.class_names();
-    if !known.iter().any(|k| k == class) {
-        return Err(Failure::Usage(format!(
-            "unknown flow class `{class}` (registered: {})",
-            known.join(", ")
-        )));
-    }
-    let mut object = match config {
-        None => Map::new(),
-        Some(text) => match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(object)) => object,
-            Ok(other) => {
-                return Err(Failure::Usage(format!(
-                    "--config must be a JSON object, got {}",
-                    output::json_kind(&other)
-                )));
-            }
-            Err(error) => return Err(Failure::Usage(format!("--config is not valid JSON: {error}"))),
-        },
-    };
-    match object.get("class_name") {
-        Some(Value::String(given)) if given != class => {
-            return Err(Failure::Usage(format!(
-                "--config names class `{given}` but --class is `{class}`; give the class once"
-            )));
-        }
-        _ => {}
-    }
-    object.insert("class_name".to_owned(), Value::String(class.to_owned()));
-    // Let the class refuse bad settings now rather than at the first run.
-    registry
-        .build(class, &Value::Object(object.clone()))
-        .map_err(|e| Failure::Usage(e.to_string()))?;
-    Ok(Value::Object(object))
+/// `--config` as JSON; whether it suits the class is the management use case's to say.
+fn parse_settings(config: Option<&str>) -> Result<Option<Value>, Failure> {
+    config
+        .map(|text| {
+            serde_json::from_str::<Value>(text)
+                .map_err(|error| Failure::Usage(format!("--config is not valid JSON: {error}")))
+        })
+        .transpose()
 }
 
 async fn flow_command(app: &App, command: FlowCommand) -> Outcome {
@@ -609,29 +640,82 @@ async fn flow_command(app: &App, command: FlowCommand) -> Outcome {
             disabled,
             json,
         } => {
-            let name = FlowName::parse(&name).map_err(|e| Failure::Usage(e.to_string()))?;
-            let schedule = schedule
-                .parse()?
-                .unwrap_or_else(|| RunInterval::DEFAULT.schedule());
-            let timeout = timeout.as_deref().map(parse_timeout).transpose()?;
-            let configuration = configuration(&class, config.as_deref(), app.executor.registry())?;
-            let new = NewDataFlow::new(name, description, !disabled, configuration, schedule)
-                .map_err(|e| Failure::Usage(e.to_string()))?
-                .with_timeout(timeout)
-                .with_retry(parse_retry(retries, retry_backoff.as_deref())?);
             let flow = app
-                .flows
-                .create(new, app.clock.now())
-                .await
-                .map_err(|error| match error {
-                    CreateDataFlowError::Duplicate(_) => Failure::Usage(error.to_string()),
-                    CreateDataFlowError::Repository(e) => e.into(),
-                })?;
+                .management
+                .create(CreateFlow {
+                    name,
+                    class,
+                    settings: parse_settings(config.as_deref())?,
+                    schedule: schedule.parse()?,
+                    description,
+                    enabled: !disabled,
+                    timeout: timeout.as_deref().map(parse_timeout).transpose()?,
+                    retry: parse_retry(retries, retry_backoff.as_deref())?,
+                })
+                .await?;
             if json {
                 print_json(&flow_json(&flow));
             } else {
                 println!(
                     "created data flow {} (id {})",
+                    style.bold(flow.name.as_str()),
+                    flow.id
+                );
+            }
+            Ok(())
+        }
+        FlowCommand::Update {
+            name,
+            class,
+            config,
+            schedule,
+            description,
+            timeout,
+            retries,
+            retry_backoff,
+            json,
+        } => {
+            let retry = if retries.is_some() || retry_backoff.is_some() {
+                let current = app.management.find(&name).await?.retry;
+                let backoff = match retry_backoff.as_deref() {
+                    Some(raw) => Some(
+                        parse_duration(raw).map_err(|e| Failure::Usage(format!("--retry-backoff: {e}")))?,
+                    ),
+                    None => Some(current.backoff()),
+                };
+                Some(
+                    RetryPolicy::new(retries.unwrap_or(current.retries()), backoff)
+                        .map_err(|e| Failure::Usage(e.to_string()))?,
+                )
+            } else {
+                None
+            };
+            let timeout = match timeout.as_deref().map(str::trim) {
+                None => None,
+                Some("none") => Some(None),
+                Some(raw) => Some(Some(parse_timeout(raw)?)),
+            };
+            let update = FlowUpdate {
+                class,
+                settings: parse_settings(config.as_deref())?,
+                schedule: schedule.parse()?,
+                description,
+                timeout,
+                retry,
+            };
+            if update.is_empty() {
+                return Err(Failure::Usage(
+                    "nothing to update: give --class, --config, --every/--interval/--cron, --description, \
+                     --timeout, --retries or --retry-backoff"
+                        .to_owned(),
+                ));
+            }
+            let flow = app.management.update(&name, update).await?;
+            if json {
+                print_json(&flow_json(&flow));
+            } else {
+                println!(
+                    "updated data flow {} (id {})",
                     style.bold(flow.name.as_str()),
                     flow.id
                 );
@@ -663,15 +747,22 @@ async fn flow_command(app: &App, command: FlowCommand) -> Outcome {
         }
         FlowCommand::Enable { name, json } => set_enabled(app, &name, true, json).await,
         FlowCommand::Disable { name, json } => set_enabled(app, &name, false, json).await,
-        FlowCommand::Delete { name, json } => {
-            let flow = find_flow(app, &name).await?;
-            app.flows.delete(flow.name.as_str()).await?;
+        FlowCommand::Delete { name, yes, json } => {
+            let (flow, runs) = app.management.count_runs(&name).await?;
+            if runs > 0 && !yes {
+                confirm_delete(flow.name.as_str(), runs)?;
+            }
+            let deleted = app.management.delete(flow.name.as_str()).await?;
             if json {
-                print_json(&serde_json::json!({ "deleted": flow.name.as_str() }));
+                print_json(&serde_json::json!({
+                    "deleted": deleted.name.as_str(),
+                    "runs_deleted": deleted.runs_deleted,
+                }));
             } else {
                 println!(
-                    "deleted data flow {} and its runs",
-                    style.bold(flow.name.as_str())
+                    "deleted data flow {} and {}",
+                    style.bold(deleted.name.as_str()),
+                    plural(deleted.runs_deleted, "run")
                 );
             }
             Ok(())
@@ -679,13 +770,42 @@ async fn flow_command(app: &App, command: FlowCommand) -> Outcome {
     }
 }
 
+/// `n thing`, `n things`.
+fn plural(n: u64, thing: &str) -> String {
+    if n == 1 {
+        format!("{n} {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}
+
+/// Deleting a flow deletes its history: a person at a terminal is asked; a script must say `--yes`, so
+/// a typo in a cron job cannot wipe a flow's runs.
+fn confirm_delete(name: &str, runs: u64) -> Result<(), Failure> {
+    let runs_text = plural(runs, "run");
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        return Err(Failure::Usage(format!(
+            "data flow `{name}` has {runs_text}, which would be deleted with it; pass --yes to delete them"
+        )));
+    }
+    eprint!("delete flow {name} and its {runs_text}? [y/N] ");
+    let mut answer = String::new();
+    // An unreadable answer is a no.
+    let _ = std::io::stdin().read_line(&mut answer);
+    if is_yes(&answer) {
+        Ok(())
+    } else {
+        Err(Failure::Usage(format!("not deleted: data flow `{name}` is kept")))
+    }
+}
+
+/// Whether a person's answer to a `[y/N]` question is yes.
+fn is_yes(answer: &str) -> bool {
+    matches!(answer.trim().to_lowercase().as_str(), "y" | "yes")
+}
+
 async fn set_enabled(app: &App, name: &str, enabled: bool, json: bool) -> Outcome {
-    let flow = find_flow(app, name).await?;
-    let flow = app
-        .flows
-        .set_enabled(flow.name.as_str(), enabled, app.clock.now())
-        .await?
-        .ok_or_else(|| Failure::Usage(format!("no data flow named `{name}`")))?;
+    let flow = app.management.set_enabled(name, enabled).await?;
     if json {
         print_json(&flow_json(&flow));
     } else {
@@ -901,6 +1021,29 @@ async fn runs_command(app: &App, args: RunsArgs) -> Outcome {
             }
             Ok(())
         }
+        Some(RunsCommand::Prune {
+            older_than,
+            keep_last,
+            flow,
+            json,
+        }) => {
+            let older_than =
+                parse_duration(&older_than).map_err(|e| Failure::Usage(format!("--older-than: {e}")))?;
+            let deleted = app
+                .management
+                .prune_runs(PruneRequest {
+                    older_than,
+                    keep_last,
+                    flow,
+                })
+                .await?;
+            if json {
+                print_json(&serde_json::json!({ "deleted": deleted }));
+            } else {
+                println!("deleted {}", plural(deleted, "finished run"));
+            }
+            Ok(())
+        }
         None => {
             let status = args
                 .status
@@ -936,5 +1079,27 @@ async fn runs_command(app: &App, args: RunsArgs) -> Outcome {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_explicit_yes_confirms() {
+        for yes in ["y\n", "Y", " yes \n", "YES"] {
+            assert!(is_yes(yes), "{yes:?}");
+        }
+        for no in ["", "\n", "n", "no", "yep", "y es"] {
+            assert!(!is_yes(no), "{no:?}");
+        }
+    }
+
+    #[test]
+    fn counts_read_naturally() {
+        assert_eq!(plural(1, "run"), "1 run");
+        assert_eq!(plural(0, "run"), "0 runs");
+        assert_eq!(plural(3, "run"), "3 runs");
     }
 }

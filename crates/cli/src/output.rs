@@ -34,18 +34,6 @@ pub fn print_json(value: &Value) {
     }
 }
 
-/// What kind of JSON value this is, for error messages.
-pub fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// `text` safe to show on a terminal: control characters a stored error (or any other stored text) may
 /// hold are written as visible escapes (`\e`, `\r`, `\u{7}`), so it cannot clear the screen, set the window
 /// title, overwrite what was printed or reorder text with bidirectional overrides. With `multi_line`, line

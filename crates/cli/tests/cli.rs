@@ -140,7 +140,7 @@ fn flow_commands_print_the_documented_json_shapes() {
     );
     assert_eq!(
         json(dir.path(), &["flow", "delete", "copy", "--json"]),
-        serde_json::json!({"deleted": "copy"})
+        serde_json::json!({"deleted": "copy", "runs_deleted": 0})
     );
     assert_eq!(
         json(dir.path(), &["flow", "list", "--json"]),

@@ -1145,6 +1145,12 @@ impl RunRepository for SlowRenewals {
     async fn list_runs(&self, filter: RunFilter) -> Result<Vec<RunRecord>, RepositoryError> {
         self.inner.list_runs(filter).await
     }
+    async fn count_runs(&self, data_flow_id: DataFlowId) -> Result<u64, RepositoryError> {
+        self.inner.count_runs(data_flow_id).await
+    }
+    async fn prune(&self, request: crate::ports::PruneRuns) -> Result<u64, RepositoryError> {
+        self.inner.prune(request).await
+    }
 }
 
 /// Runs the flow `build` makes under a 60 s lease with renewals taking `delay`; returns when each renewal

@@ -8,6 +8,7 @@ pub mod duration;
 pub mod executor;
 pub mod flow;
 mod lease_keeper;
+pub mod management;
 pub mod model;
 mod panic;
 pub mod ports;
@@ -19,6 +20,7 @@ pub mod trace;
 pub use duration::{DurationError, MAX_DURATION_SECS, format_duration, parse_duration};
 pub use executor::{ClaimedRun, ExecuteError, FlowExecutor, FlowFailure, FlowPanic, LeaseSettings};
 pub use flow::{BuildFlowError, ClassRegistry, Flow, FlowError, FlowMessage, FlowRegistry};
+pub use management::{CreateFlow, DeletedFlow, FlowManagement, FlowUpdate, ManagementError, PruneRequest};
 pub use model::{
     CancelRequest, ConfigurationError, DataFlow, DataFlowId, DataFlowRun, FailureKind, FlowName,
     LastRunStatus, LeaseOwner, NewDataFlow, PendingRetry, RetryPolicy, RunId, RunInterval, RunOutcome,
@@ -28,6 +30,7 @@ pub use ports::{
     ActiveRun, CancelOutcome, Claim, Clock, CreateDataFlowError, DataFlowRepository, FinishRunError,
     RepositoryError, RunFilter, RunRecord, RunRepository, StartRun, StartRunError,
 };
+pub use ports::{FlowChanges, PruneRuns, ScheduleChange};
 pub use schedule::{CronSchedule, MAX_INTERVAL_SECS, MAX_UPCOMING, Schedule, ScheduleError};
 pub use scheduler::{
     CycleError, CycleHealth, Dispatch, HeartbeatReport, RunEnd, Scheduler, StartNowError, TriggeredRun,

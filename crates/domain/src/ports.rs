@@ -90,6 +90,21 @@ pub trait DataFlowRepository: Send + Sync {
     /// Deletes a flow and, by cascade, its runs. Returns whether it existed.
     async fn delete(&self, name: &str) -> Result<bool, RepositoryError>;
 
+    /// Changes the settings `changes` gives of the flow `id`, and sets `updated_at = now`; returns the flow as
+    /// stored afterwards, or `None` if there is no such flow.
+    ///
+    /// MUST write only the fields that are `Some` (a field left `None` keeps its stored value, so a
+    /// concurrent scheduler's move of `next_run_at` is not undone by an update that keeps the schedule), and
+    /// MUST NOT change the id, the name, `enabled`, `created_at`, the last run or the active run: the runs
+    /// and the history stay attached. MUST store a `next_run_at` of any year the schedule can give (beyond
+    /// 2038 too).
+    async fn update(
+        &self,
+        id: DataFlowId,
+        changes: FlowChanges,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DataFlow>, RepositoryError>;
+
     /// Flows due at `now`: enabled, not running, and `next_run_at <= now` or a pending retry due by `now`,
     /// soonest first.
     ///
@@ -219,6 +234,41 @@ pub struct RunRecord {
     pub flow_name: String,
 }
 
+/// What [`DataFlowRepository::update`] changes; `None` keeps the stored value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FlowChanges {
+    /// New free text.
+    pub description: Option<String>,
+    /// New configuration (already validated by building it).
+    pub configuration: Option<serde_json::Value>,
+    /// New schedule with the next run time it gives.
+    pub schedule: Option<ScheduleChange>,
+    /// New run timeout (`Some(None)`: no limit).
+    pub timeout: Option<Option<crate::model::Timeout>>,
+    /// New retry policy (a retry already pending stays pending).
+    pub retry: Option<crate::model::RetryPolicy>,
+}
+
+/// A new schedule and the `next_run_at` stored with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleChange {
+    /// The schedule.
+    pub schedule: crate::schedule::Schedule,
+    /// When the flow is next due under it; `None` when it has no next time.
+    pub next_run_at: Option<DateTime<Utc>>,
+}
+
+/// Which runs [`RunRepository::prune`] deletes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PruneRuns {
+    /// Only runs that started before this time.
+    pub started_before: DateTime<Utc>,
+    /// Keep the newest this many finished runs of each flow (by `started_at`, then id), whatever their age.
+    pub keep_last: Option<u64>,
+    /// Only this flow's runs.
+    pub data_flow_id: Option<DataFlowId>,
+}
+
 /// Stores runs. Each method is one transaction in the adapter.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
@@ -276,6 +326,17 @@ pub trait RunRepository: Send + Sync {
 
     /// Runs matching the filter, newest first.
     async fn list_runs(&self, filter: RunFilter) -> Result<Vec<RunRecord>, RepositoryError>;
+
+    /// How many runs a flow has, in any status.
+    async fn count_runs(&self, data_flow_id: DataFlowId) -> Result<u64, RepositoryError>;
+
+    /// Deletes the finished runs (`success`, `failed`) that `request` selects and returns how many it
+    /// deleted.
+    ///
+    /// MUST NOT delete a run that is `pending` or `in_progress`, nor a flow's active run, whatever its age.
+    /// MUST delete in bounded batches, each its own short transaction, so that pruning a huge history never
+    /// holds locks that running flows wait for; an error after some batches leaves those deleted.
+    async fn prune(&self, request: PruneRuns) -> Result<u64, RepositoryError>;
 }
 
 /// The message recorded on a run closed by the reaper.

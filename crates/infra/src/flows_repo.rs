@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use flowrun_domain::{
-    CreateDataFlowError, DataFlow, DataFlowId, DataFlowRepository, NewDataFlow, RepositoryError,
+    CreateDataFlowError, DataFlow, DataFlowId, DataFlowRepository, FlowChanges, NewDataFlow, RepositoryError,
 };
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -157,6 +157,61 @@ impl DataFlowRepository for SeaOrmDataFlowRepository {
             .await
             .map_err(repository_error)?;
         Ok(result.rows_affected > 0)
+    }
+
+    async fn update(
+        &self,
+        id: DataFlowId,
+        changes: FlowChanges,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DataFlow>, RepositoryError> {
+        let mut update =
+            data_flow::Entity::update_many().col_expr(data_flow::Column::UpdatedAt, Expr::value(now));
+        if let Some(description) = changes.description {
+            update = update.col_expr(
+                data_flow::Column::Description,
+                Expr::value(description.replace('\0', "\u{FFFD}")),
+            );
+        }
+        if let Some(configuration) = changes.configuration {
+            update = update.col_expr(
+                data_flow::Column::Configuration,
+                Expr::value(configuration.to_string()),
+            );
+        }
+        if let Some(change) = changes.schedule {
+            let (run_interval_secs, schedule_cron, schedule_tz) = mapping::schedule_columns(&change.schedule);
+            update = update
+                .col_expr(data_flow::Column::RunIntervalSecs, Expr::value(run_interval_secs))
+                .col_expr(data_flow::Column::ScheduleCron, Expr::value(schedule_cron))
+                .col_expr(data_flow::Column::ScheduleTz, Expr::value(schedule_tz))
+                // A cron schedule's next time can lie past 2038 (see `far_time`).
+                .col_expr(
+                    data_flow::Column::NextRunAt,
+                    Expr::value(mapping::far_time(self.backend(), change.next_run_at)),
+                );
+        }
+        if let Some(timeout) = changes.timeout {
+            let secs = timeout.map(|t| i64::try_from(t.as_secs()).unwrap_or(i64::MAX));
+            update = update.col_expr(data_flow::Column::TimeoutSecs, Expr::value(secs));
+        }
+        if let Some(retry) = changes.retry {
+            update = update
+                .col_expr(
+                    data_flow::Column::Retries,
+                    Expr::value(i32::try_from(retry.retries()).unwrap_or(i32::MAX)),
+                )
+                .col_expr(
+                    data_flow::Column::RetryBackoffSecs,
+                    Expr::value(i64::try_from(retry.backoff().as_secs()).unwrap_or(i64::MAX)),
+                );
+        }
+        update
+            .filter(data_flow::Column::Id.eq(id.0))
+            .exec(&self.db)
+            .await
+            .map_err(repository_error)?;
+        self.find_by_id(id).await
     }
 
     async fn list_due(&self, now: DateTime<Utc>) -> Result<Vec<DataFlow>, RepositoryError> {

@@ -6,6 +6,7 @@ mod clock;
 mod db;
 pub mod entity;
 mod flows_repo;
+mod history;
 mod mapping;
 mod runs_repo;
 mod secrets;

@@ -13,8 +13,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use flowrun_domain::ports::abandoned_message;
 use flowrun_domain::{
     ActiveRun, CancelOutcome, CancelRequest, Claim, Clock, DataFlowId, DataFlowRun, FailureKind,
-    FinishRunError, LastRunStatus, RepositoryError, RunFilter, RunId, RunOutcome, RunRecord, RunRepository,
-    RunStatus, StartRun, StartRunError,
+    FinishRunError, LastRunStatus, PruneRuns, RepositoryError, RunFilter, RunId, RunOutcome, RunRecord,
+    RunRepository, RunStatus, StartRun, StartRunError,
 };
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -632,6 +632,14 @@ impl RunRepository for SeaOrmRunRepository {
             .into_iter()
             .map(RunRow::into_record)
             .collect()
+    }
+
+    async fn count_runs(&self, data_flow_id: DataFlowId) -> Result<u64, RepositoryError> {
+        crate::history::count_runs(&self.db, data_flow_id).await
+    }
+
+    async fn prune(&self, request: PruneRuns) -> Result<u64, RepositoryError> {
+        crate::history::prune(&self.db, &request).await
     }
 }
 

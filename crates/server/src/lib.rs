@@ -3,6 +3,7 @@
 //! environment, retries the database at start-up and shuts down gracefully.
 
 pub mod listener;
+pub mod retention;
 pub mod routes;
 pub mod security;
 

@@ -47,6 +47,9 @@ struct Args {
     /// Flows this server runs at once; due flows beyond it wait for a free slot.
     #[arg(long, env = "FLOWRUN_CONCURRENCY", default_value_t = flowrun_domain::Scheduler::DEFAULT_CONCURRENCY)]
     concurrency: usize,
+    /// Delete finished runs older than this (90s, 15m, 12h, 30d), shortly after start and then hourly.
+    #[arg(long, env = "FLOWRUN_RETENTION", value_name = "DURATION")]
+    retention: Option<String>,
     /// Seconds running flows get to finish after SIGTERM before they are interrupted.
     #[arg(long, env = "FLOWRUN_SHUTDOWN_GRACE_SECS", default_value_t = 30.0)]
     shutdown_grace_secs: f64,
@@ -121,6 +124,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .map(|s| seconds("FLOWRUN_TICK_SECS", s))
         .transpose()?;
     let grace = seconds("FLOWRUN_SHUTDOWN_GRACE_SECS", args.shutdown_grace_secs)?;
+    let retention = args
+        .retention
+        .as_deref()
+        .map(flowrun_server::retention::parse_retention)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let limits = args.limits.limits()?;
     let mut settings = Settings::new(args.database_url).with_lease_from_env()?;
     settings.concurrency = flowrun_app::parse_concurrency(&args.concurrency.to_string())?;
@@ -150,6 +159,15 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     info!(database = app.masked_url(), "listening on {address}");
 
     let ticker = tick.map(|every| tokio::spawn(tick_loop(app.clone(), every, stop.clone())));
+    if let Some(retention) = retention {
+        tokio::spawn(flowrun_server::retention::retention_loop(
+            app.management.clone(),
+            retention,
+            flowrun_server::retention::FIRST_PRUNE_AFTER,
+            flowrun_server::retention::PRUNE_EVERY,
+            stop.clone(),
+        ));
+    }
     let scheduler = app.scheduler.clone();
     let mut routes = router(app, security);
     if let Some(every) = tick {
