@@ -41,10 +41,13 @@ fn sorted(keys: &[&str]) -> Vec<String> {
     keys
 }
 
-const FLOW_KEYS: [&str; 14] = [
+const FLOW_KEYS: [&str; 17] = [
     "schedule",
     "next_run_at",
     "timeout_secs",
+    "retries",
+    "retry_backoff_secs",
+    "retry_at",
     "id",
     "name",
     "description",
