@@ -3,6 +3,8 @@
 
 pub use sea_orm_migration::prelude::*;
 
+mod columns;
+
 mod m20261126_000001_create_data_flows;
 mod m20261127_000001_live_run_lease_index;
 mod m20261128_000001_flow_schedules;

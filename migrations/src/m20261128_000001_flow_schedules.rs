@@ -10,6 +10,8 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{ConnectionTrait, DatabaseBackend, Statement, Value};
 
+use crate::columns::{add_column, drop_column, timestamp};
+
 /// Adds `schedule_cron`, `schedule_tz` and `next_run_at` to `data_flows`.
 #[derive(Debug, DeriveMigrationName)]
 pub struct Migration;
@@ -30,39 +32,6 @@ const MAX_INTERVAL_SECS: i64 = 100 * 365 * 86_400;
 
 const DUE_BY_LAST_RUN: &str = "idx_data_flows_due";
 const DUE_BY_NEXT_RUN: &str = "idx_data_flows_next_run";
-
-/// Same column types as the first migration's timestamps: microseconds on every backend.
-fn timestamp(backend: DatabaseBackend, column: impl IntoIden) -> ColumnDef {
-    let mut def = ColumnDef::new(column);
-    match backend {
-        DatabaseBackend::MySql => def.custom(Alias::new("DATETIME(6)")),
-        _ => def.timestamp_with_time_zone(),
-    };
-    def
-}
-
-/// SQLite alters one column per statement, so every backend gets one statement per column.
-async fn add_column(manager: &SchemaManager<'_>, column: ColumnDef) -> Result<(), DbErr> {
-    manager
-        .alter_table(
-            Table::alter()
-                .table(DataFlows::Table)
-                .add_column(column)
-                .to_owned(),
-        )
-        .await
-}
-
-async fn drop_column(manager: &SchemaManager<'_>, column: DataFlows) -> Result<(), DbErr> {
-    manager
-        .alter_table(
-            Table::alter()
-                .table(DataFlows::Table)
-                .drop_column(column)
-                .to_owned(),
-        )
-        .await
-}
 
 async fn index(manager: &SchemaManager<'_>, name: &str, second: DataFlows) -> Result<(), DbErr> {
     manager
@@ -130,6 +99,7 @@ impl MigrationTrait for Migration {
         let backend = manager.get_database_backend();
         add_column(
             manager,
+            DataFlows::Table,
             ColumnDef::new(DataFlows::ScheduleCron)
                 .string_len(255)
                 .null()
@@ -138,6 +108,7 @@ impl MigrationTrait for Migration {
         .await?;
         add_column(
             manager,
+            DataFlows::Table,
             ColumnDef::new(DataFlows::ScheduleTz)
                 .string_len(64)
                 .null()
@@ -146,6 +117,7 @@ impl MigrationTrait for Migration {
         .await?;
         add_column(
             manager,
+            DataFlows::Table,
             timestamp(backend, DataFlows::NextRunAt).null().to_owned(),
         )
         .await?;
@@ -158,8 +130,8 @@ impl MigrationTrait for Migration {
         drop_index(manager, DUE_BY_NEXT_RUN).await?;
         index(manager, DUE_BY_LAST_RUN, DataFlows::LastRunAt).await?;
         // A cron flow cannot be expressed by the older schema; it keeps the interval stored beside it.
-        drop_column(manager, DataFlows::NextRunAt).await?;
-        drop_column(manager, DataFlows::ScheduleTz).await?;
-        drop_column(manager, DataFlows::ScheduleCron).await
+        drop_column(manager, DataFlows::Table, DataFlows::NextRunAt).await?;
+        drop_column(manager, DataFlows::Table, DataFlows::ScheduleTz).await?;
+        drop_column(manager, DataFlows::Table, DataFlows::ScheduleCron).await
     }
 }

@@ -7,7 +7,9 @@
 //! for the reaper's, `interrupted` for a shutdown's, `panic` for a panic, `error` otherwise.
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::{ConnectionTrait, DatabaseBackend};
+use sea_orm_migration::sea_orm::ConnectionTrait;
+
+use crate::columns::{add_column as add, drop_column as drop, timestamp};
 
 /// Adds the run-control columns.
 #[derive(Debug, DeriveMigrationName)]
@@ -44,28 +46,6 @@ const FAILURE_KINDS: [&str; 6] = [
     "interrupted",
     "abandoned",
 ];
-
-fn timestamp(backend: DatabaseBackend, column: impl IntoIden) -> ColumnDef {
-    let mut def = ColumnDef::new(column);
-    match backend {
-        DatabaseBackend::MySql => def.custom(Alias::new("DATETIME(6)")),
-        _ => def.timestamp_with_time_zone(),
-    };
-    def
-}
-
-/// SQLite alters one column per statement, so every backend gets one statement per column.
-async fn add(manager: &SchemaManager<'_>, table: impl IntoIden, column: ColumnDef) -> Result<(), DbErr> {
-    manager
-        .alter_table(Table::alter().table(table).add_column(column).to_owned())
-        .await
-}
-
-async fn drop(manager: &SchemaManager<'_>, table: impl IntoIden, column: impl IntoIden) -> Result<(), DbErr> {
-    manager
-        .alter_table(Table::alter().table(table).drop_column(column).to_owned())
-        .await
-}
 
 // As in the first migration: the trait elides SchemaManager's lifetime, async-trait needs it elided too.
 #[allow(elided_lifetimes_in_paths)]

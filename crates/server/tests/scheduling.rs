@@ -47,15 +47,15 @@ async fn runs_of(app: &App, name: &str) -> Vec<RunRecord> {
         .expect("runs")
 }
 
-/// One request on its own connection; the status and the JSON body.
-fn get(addr: SocketAddr, path: &str) -> (u16, Value) {
+/// One request without a body on its own connection; the status and the JSON body.
+fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, Value) {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
     )
     .expect("send");
     let mut raw = String::new();
@@ -67,6 +67,14 @@ fn get(addr: SocketAddr, path: &str) -> (u16, Value) {
         .and_then(|s| s.parse().ok())
         .expect("a status");
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn get(addr: SocketAddr, path: &str) -> (u16, Value) {
+    request(addr, "GET", path)
+}
+
+fn post(addr: SocketAddr, path: &str) -> (u16, Value) {
+    request(addr, "POST", path)
 }
 
 /// The server binary on `db` with a scheduler tick; returns it with the address it listens on.
@@ -229,28 +237,6 @@ async fn healthz_is_503_when_the_schedulers_cycles_stopped_completing() {
     tokio::time::sleep(Duration::from_millis(10_500)).await;
     let (status, body) = health().await;
     assert_eq!(status, 503, "no cycle for longer than the tick allows: {body}");
-}
-
-/// One `POST` on its own connection; the status and the JSON body.
-fn post(addr: SocketAddr, path: &str) -> (u16, Value) {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-    )
-    .expect("send");
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).expect("read");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a complete response");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status");
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
 #[tokio::test(flavor = "multi_thread")]
