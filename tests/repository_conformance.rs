@@ -1006,3 +1006,29 @@ async fn pruning_goes_on_past_one_batch() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_flow_a_run_holds_is_not_deleted_under_it() {
+    each_backend(async |_, app, k| {
+        let flow = create(&app, "held", json!("Noop")).await;
+        let run = app.runs.start_run(start(&flow, t(10))).await.expect("started");
+        assert!(
+            !app.flows.delete("held").await.expect("delete"),
+            "{k}: refused while the run holds the flow"
+        );
+        assert_eq!(
+            stored_run(&app, run.id).await.status,
+            RunStatus::InProgress,
+            "{k}: the run is kept"
+        );
+        app.runs
+            .finish_run(run.id, flow.id, RunOutcome::success(t(11)))
+            .await
+            .expect("finished");
+        assert!(
+            app.flows.delete("held").await.expect("delete"),
+            "{k}: free, so deleted"
+        );
+    })
+    .await;
+}

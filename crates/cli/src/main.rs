@@ -24,8 +24,9 @@ use flowrun_app::{App, AppError, DEFAULT_DATABASE_URL, MigratePolicy, Settings, 
 use flowrun_domain::duration::parse_duration;
 use flowrun_domain::schedule::MAX_UPCOMING;
 use flowrun_domain::{
-    CancelOutcome, CreateFlow, CronSchedule, DataFlow, ExecuteError, FailureKind, FlowRegistry, FlowUpdate,
-    ManagementError, PruneRequest, RetryPolicy, RunFilter, RunId, RunInterval, RunStatus, Schedule, Timeout,
+    CancelOutcome, CreateFlow, CronSchedule, DataFlow, ExecuteError, FailureKind, FlowFailure, FlowRegistry,
+    FlowUpdate, ManagementError, PruneRequest, RetryPolicy, RunFilter, RunId, RunInterval, RunStatus,
+    Schedule, Timeout,
 };
 use serde_json::Value;
 
@@ -860,7 +861,15 @@ async fn run_command(app: &App, name: &str, json: bool) -> Outcome {
         (!json && std::io::stderr().is_terminal()).then(|| output::Spinner::start(flow.name.to_string()));
     let result = app.executor.execute(&flow).await;
     listener.abort();
-    if let Ok(code) = interrupted.await {
+    // A signal that came after the run ended changes nothing: report the run as it ended.
+    let stopped = matches!(
+        &result,
+        Err(ExecuteError::Failed {
+            failure: FlowFailure::Interrupted,
+            ..
+        } | ExecuteError::ShuttingDown { .. })
+    );
+    if let (true, Ok(code)) = (stopped, interrupted.await) {
         if let Some(spinner) = spinner {
             spinner.stop().await;
         }

@@ -698,8 +698,8 @@ impl<'a> Execution<'a> {
     /// Records the end on the run and the flow in one step, then hands the flow's failure back.
     ///
     /// A transient database error (connection lost, busy, deadlock) is retried with backoff while the lease
-    /// is kept: the outcome is only given up once a whole lease length has passed, since by then the run
-    /// may have been reaped anyway.
+    /// is kept: the outcome is only given up once half a lease length has passed, before the run can have
+    /// been reaped.
     async fn record(
         &self,
         run: DataFlowRun,
@@ -727,8 +727,11 @@ impl<'a> Execution<'a> {
             }
         };
         let run_id = run.id;
+        // Half a lease: the last renewal started at most a third of a lease ago, so the lease is still live
+        // when the retries stop, and a refused retry (`NotInProgress`) can only mean a committed earlier try,
+        // never a reaper's close.
         let give_up_at =
-            tokio::time::Instant::now() + self.executor.lease.duration.min(LeaseSettings::MAX_DURATION);
+            tokio::time::Instant::now() + self.executor.lease.duration.min(LeaseSettings::MAX_DURATION) / 2;
         let mut delay = RECORD_RETRY_FIRST_DELAY;
         let mut retried = false;
         let recorded = loop {

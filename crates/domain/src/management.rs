@@ -292,6 +292,31 @@ impl FlowManagement {
     /// ([`ManagementError::Running`]).
     pub async fn delete(&self, name: &str) -> Result<DeletedFlow, ManagementError> {
         let (flow, runs_deleted) = self.count_runs(name).await?;
+        if let Some(run_id) = self.live_run(&flow).await? {
+            return Err(ManagementError::Running {
+                name: flow.name,
+                run_id,
+            });
+        }
+        // The delete itself refuses a flow a run holds, so a run claimed since the check above is not
+        // deleted under the process running it.
+        if !self.flows.delete(flow.name.as_str()).await? {
+            return match (self.flows.find_by_id(flow.id).await?, self.live_run(&flow).await?) {
+                (Some(_), Some(run_id)) => Err(ManagementError::Running {
+                    name: flow.name,
+                    run_id,
+                }),
+                _ => Err(ManagementError::NotFound(name.to_owned())),
+            };
+        }
+        Ok(DeletedFlow {
+            name: flow.name,
+            runs_deleted,
+        })
+    }
+
+    /// The run that is live (pending or in progress) on `flow`, if any.
+    async fn live_run(&self, flow: &DataFlow) -> Result<Option<RunId>, ManagementError> {
         for status in [RunStatus::InProgress, RunStatus::Pending] {
             let live = self
                 .runs
@@ -303,19 +328,10 @@ impl FlowManagement {
                 })
                 .await?;
             if let Some(record) = live.first() {
-                return Err(ManagementError::Running {
-                    name: flow.name,
-                    run_id: record.run.id,
-                });
+                return Ok(Some(record.run.id));
             }
         }
-        if !self.flows.delete(flow.name.as_str()).await? {
-            return Err(ManagementError::NotFound(name.to_owned()));
-        }
-        Ok(DeletedFlow {
-            name: flow.name,
-            runs_deleted,
-        })
+        Ok(None)
     }
 
     /// Deletes finished runs that started more than `request.older_than` ago (keeping the newest

@@ -87,7 +87,8 @@ pub trait DataFlowRepository: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<Option<DataFlow>, RepositoryError>;
 
-    /// Deletes a flow and, by cascade, its runs. Returns whether it existed.
+    /// Deletes a flow and, by cascade, its runs, unless a run holds it (its claim is set). Returns whether
+    /// it was deleted: `false` when there is no such flow or a run holds it.
     async fn delete(&self, name: &str) -> Result<bool, RepositoryError>;
 
     /// Changes the settings `changes` gives of the flow `id`, and sets `updated_at = now`; returns the flow as

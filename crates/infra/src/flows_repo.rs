@@ -9,7 +9,7 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, Condition, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    SqlErr,
+    SqlErr, TransactionTrait,
 };
 use tracing::warn;
 
@@ -68,16 +68,17 @@ impl DataFlowRepository for SeaOrmDataFlowRepository {
             created_at: Set(now),
             updated_at: Set(now),
         };
-        let inserted = data_flow::Entity::insert(row)
-            .exec(&self.db)
-            .await
-            .map_err(|error| {
-                if let Some(SqlErr::UniqueConstraintViolation(_)) = error.sql_err() {
-                    CreateDataFlowError::Duplicate(flow.name.clone())
-                } else {
-                    CreateDataFlowError::Repository(repository_error(error))
-                }
-            })?;
+        let repository = |e| CreateDataFlowError::Repository(repository_error(e));
+        // One transaction: on MySQL the next run time is a second statement (see below), and a flow must
+        // not be left without it.
+        let txn = self.db.begin().await.map_err(repository)?;
+        let inserted = data_flow::Entity::insert(row).exec(&txn).await.map_err(|error| {
+            if let Some(SqlErr::UniqueConstraintViolation(_)) = error.sql_err() {
+                CreateDataFlowError::Duplicate(flow.name.clone())
+            } else {
+                CreateDataFlowError::Repository(repository_error(error))
+            }
+        })?;
         if self.backend() == DatabaseBackend::MySql && next_run_at.is_some() {
             data_flow::Entity::update_many()
                 .col_expr(
@@ -85,10 +86,11 @@ impl DataFlowRepository for SeaOrmDataFlowRepository {
                     Expr::value(mapping::far_time(DatabaseBackend::MySql, next_run_at)),
                 )
                 .filter(data_flow::Column::Id.eq(inserted.last_insert_id))
-                .exec(&self.db)
+                .exec(&txn)
                 .await
-                .map_err(|e| CreateDataFlowError::Repository(repository_error(e)))?;
+                .map_err(repository)?;
         }
+        txn.commit().await.map_err(repository)?;
         Ok(DataFlow {
             id: DataFlowId(inserted.last_insert_id),
             name: flow.name,
@@ -153,6 +155,7 @@ impl DataFlowRepository for SeaOrmDataFlowRepository {
     async fn delete(&self, name: &str) -> Result<bool, RepositoryError> {
         let result = data_flow::Entity::delete_many()
             .filter(data_flow::Column::Name.eq(name))
+            .filter(data_flow::Column::ActiveRunId.is_null())
             .exec(&self.db)
             .await
             .map_err(repository_error)?;

@@ -129,10 +129,12 @@ pub(crate) fn data_flow(model: data_flow::Model) -> Result<DataFlow, RepositoryE
         .map_err(|e| corrupt(TABLE, format!("flow {}: {e}", model.id)))?,
         pending_retry: model.retry_at.map(|at| PendingRetry {
             at,
+            // A retry is attempt 2 or later; a smaller value (edited by hand) would fail the run's check.
             attempt: model
                 .retry_attempt
                 .and_then(|attempt| u32::try_from(attempt).ok())
-                .unwrap_or(2),
+                .unwrap_or(2)
+                .max(2),
         }),
         last_run_at: model.last_run_at,
         last_run_status: model

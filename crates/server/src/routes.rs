@@ -211,7 +211,17 @@ pub async fn run_flow(State(app): State<Arc<App>>, name: Result<Path<String>, Pa
     let result = async {
         let Path(name) = name?;
         let flow = find_flow(&app, &name).await?;
-        match app.scheduler.start_now(&flow, Trigger::Api).await {
+        // On a task of its own, like the heartbeat's cycle: a client that hangs up between the claim and
+        // the start of the run must not leave the run to be reaped as abandoned.
+        let scheduler = app.scheduler.clone();
+        let claimed = flow.clone();
+        let started = tokio::spawn(async move { scheduler.start_now(&claimed, Trigger::Api).await })
+            .await
+            .map_err(|join| {
+                error!(error = %join, "starting a run panicked");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            })?;
+        match started {
             Ok(run) => Ok((
                 StatusCode::ACCEPTED,
                 Json(
@@ -289,7 +299,9 @@ impl Tick {
     /// How long without a completed cycle makes the scheduler unhealthy: three ticks, and never less than
     /// ten seconds more than one, so a single slow cycle or database blip is not an outage.
     pub fn stale_after(&self) -> std::time::Duration {
-        (self.every * 3).max(self.every + std::time::Duration::from_secs(10))
+        self.every
+            .saturating_mul(3)
+            .max(self.every.saturating_add(std::time::Duration::from_secs(10)))
     }
 }
 
