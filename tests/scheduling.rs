@@ -307,3 +307,32 @@ async fn a_database_made_before_schedules_upgrades_keeping_every_flow_and_run() 
         assert_eq!(due, ["never-ran", "ran"], "{k}");
     }
 }
+
+#[tokio::test]
+async fn an_upgrade_interrupted_after_some_columns_were_added_runs_again() {
+    // MySQL and MariaDB commit each ALTER on its own: a killed upgrade leaves some of a migration's
+    // columns added and the migration unrecorded. Running it again must add only what is missing.
+    for db in fresh_databases().await {
+        let k = db.kind.name();
+        let conn = flowrun_infra::connect(&ConnectSettings::new(db.url.clone()))
+            .await
+            .expect("connect");
+        Migrator::up(&conn, Some(2))
+            .await
+            .unwrap_or_else(|e| panic!("{k}: {e}"));
+        for sql in [
+            "ALTER TABLE data_flows ADD COLUMN schedule_cron VARCHAR(255) NULL",
+            "ALTER TABLE data_flows ADD COLUMN schedule_tz VARCHAR(64) NULL",
+        ] {
+            conn.execute_unprepared(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{k}: {e}"));
+        }
+        flowrun_infra::migrate(&conn, &db.url)
+            .await
+            .unwrap_or_else(|e| panic!("{k}: the upgrade runs again: {e}"));
+        let app = open(&db).await;
+        let flow = create_every(&app, "after", json!("Noop"), 60).await;
+        assert_eq!(flow.next_run_at, Some(flow.created_at), "{k}");
+    }
+}

@@ -15,24 +15,37 @@ pub(crate) fn timestamp(backend: DatabaseBackend, column: impl IntoIden) -> Colu
     def
 }
 
-/// Adds one column to `table`. SQLite alters one column per statement, so every backend gets one statement
-/// per column.
+/// Adds one column to `table` unless it is there already. SQLite alters one column per statement, so every
+/// backend gets one statement per column; and MySQL/MariaDB commit each `ALTER` on its own, so an upgrade
+/// interrupted there leaves some columns added and the migration unrecorded — skipping what exists lets it
+/// simply run again.
 pub(crate) async fn add_column(
     manager: &SchemaManager<'_>,
     table: impl IntoIden,
-    column: ColumnDef,
+    mut column: ColumnDef,
 ) -> Result<(), DbErr> {
+    let table = table.into_iden();
+    if manager
+        .has_column(table.to_string(), column.get_column_name())
+        .await?
+    {
+        return Ok(());
+    }
     manager
-        .alter_table(Table::alter().table(table).add_column(column).to_owned())
+        .alter_table(Table::alter().table(table).add_column(&mut column).to_owned())
         .await
 }
 
-/// Drops one column of `table`.
+/// Drops one column of `table` if it is there (for the same reason as [`add_column`]).
 pub(crate) async fn drop_column(
     manager: &SchemaManager<'_>,
     table: impl IntoIden,
     column: impl IntoIden,
 ) -> Result<(), DbErr> {
+    let (table, column) = (table.into_iden(), column.into_iden());
+    if !manager.has_column(table.to_string(), column.to_string()).await? {
+        return Ok(());
+    }
     manager
         .alter_table(Table::alter().table(table).drop_column(column).to_owned())
         .await

@@ -48,6 +48,10 @@ async fn index(manager: &SchemaManager<'_>, name: &str, second: DataFlows) -> Re
 }
 
 async fn drop_index(manager: &SchemaManager<'_>, name: &str) -> Result<(), DbErr> {
+    // Only if it exists, so an upgrade interrupted on MySQL (which commits each DDL on its own) can run again.
+    if !manager.has_index("data_flows", name).await? {
+        return Ok(());
+    }
     manager
         .drop_index(Index::drop().name(name).table(DataFlows::Table).to_owned())
         .await
