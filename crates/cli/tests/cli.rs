@@ -5,29 +5,11 @@ use std::path::Path;
 use std::process::{Command as StdCommand, Stdio};
 use std::time::Duration;
 
-use assert_cmd::Command;
 use predicates::prelude::*;
 use serde_json::Value;
 
-fn flowrun(dir: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("flowrun").expect("binary built");
-    cmd.current_dir(dir)
-        .env_remove("DATABASE_URL")
-        .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1");
-    cmd
-}
-
-fn json(dir: &Path, args: &[&str]) -> Value {
-    let output = flowrun(dir).args(args).output().expect("runs");
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("{args:?} prints one JSON document: {e}"))
-}
+mod common;
+use common::{flowrun, json};
 
 fn keys(value: &Value) -> Vec<String> {
     let mut keys: Vec<String> = value.as_object().expect("an object").keys().cloned().collect();

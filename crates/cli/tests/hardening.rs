@@ -5,17 +5,10 @@
 use std::path::Path;
 use std::process::Output;
 
-use assert_cmd::Command;
 use flowrun_test_support::{Kind, configured_kinds, fresh_database};
 
-fn flowrun(dir: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("flowrun").expect("binary built");
-    cmd.current_dir(dir)
-        .env_remove("DATABASE_URL")
-        .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1");
-    cmd
-}
+mod common;
+use common::flowrun;
 
 fn text(output: &Output) -> String {
     format!(
