@@ -107,7 +107,7 @@ enum FlowCommand {
         /// The flow class (see `flowrun classes`).
         #[arg(long = "class")]
         class: String,
-        /// The class's settings, as a JSON object.
+        /// The class's settings, as a JSON object; `@FILE` reads them from a file, `-` from standard input.
         #[arg(long)]
         config: Option<String>,
         #[command(flatten)]
@@ -138,7 +138,7 @@ enum FlowCommand {
         /// A new flow class; alone, the current settings are kept and checked against it.
         #[arg(long = "class")]
         class: Option<String>,
-        /// New settings, as a JSON object (replacing the current ones).
+        /// New settings, as a JSON object (replacing the current ones); `@FILE` or `-` as for create.
         #[arg(long)]
         config: Option<String>,
         #[command(flatten)]
@@ -616,14 +616,49 @@ async fn find_flow(app: &App, name: &str) -> Result<DataFlow, Failure> {
         .ok_or_else(|| Failure::Usage(format!("no data flow named `{name}` (see `flowrun flow list`)")))
 }
 
-/// `--config` as JSON; whether it suits the class is the management use case's to say.
+/// The most `--config @FILE` or `--config -` reads: far above any sensible configuration, far below what
+/// would strain the database or the process.
+const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
+
+/// `--config` as JSON: the text itself, `@FILE` for a file's contents, or `-` for standard input (a single
+/// argument is capped at 128 KiB by Linux). Whether it suits the class is the management use case's to say.
 fn parse_settings(config: Option<&str>) -> Result<Option<Value>, Failure> {
-    config
-        .map(|text| {
-            serde_json::from_str::<Value>(text)
-                .map_err(|error| Failure::Usage(format!("--config is not valid JSON: {error}")))
-        })
-        .transpose()
+    let Some(config) = config else {
+        return Ok(None);
+    };
+    let (text, source) = match config {
+        "-" => (
+            read_config(std::io::stdin().lock(), "standard input")?,
+            "standard input".to_owned(),
+        ),
+        path if path.starts_with('@') => {
+            let path = &path[1..];
+            let file = std::fs::File::open(path)
+                .map_err(|e| Failure::Usage(format!("--config @{path}: cannot read the file: {e}")))?;
+            (read_config(file, path)?, format!("@{path}"))
+        }
+        text => (text.to_owned(), "--config".to_owned()),
+    };
+    serde_json::from_str::<Value>(&text)
+        .map(Some)
+        .map_err(|error| Failure::Usage(format!("{source} is not valid JSON: {error}")))
+}
+
+/// Reads a configuration of at most [`MAX_CONFIG_BYTES`] from `reader`.
+fn read_config(reader: impl std::io::Read, what: &str) -> Result<String, Failure> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    reader
+        .take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| Failure::Usage(format!("--config: cannot read {what} as UTF-8 text: {e}")))?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(Failure::Usage(format!(
+            "--config: {what} is larger than {} MiB",
+            MAX_CONFIG_BYTES / (1024 * 1024)
+        )));
+    }
+    Ok(text)
 }
 
 async fn flow_command(app: &App, command: FlowCommand) -> Outcome {

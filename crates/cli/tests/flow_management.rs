@@ -856,3 +856,77 @@ fn update_sets_and_removes_a_timeout_and_changes_the_retry_policy() {
         "backoff",
     );
 }
+
+#[test]
+fn config_comes_from_a_file_with_at_or_from_standard_input_with_a_dash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    // Larger than one command-line argument may be (128 KiB on Linux).
+    let blob = "x".repeat(1024 * 1024);
+    std::fs::write(d.join("big.json"), json!({ "blob": blob }).to_string()).expect("write");
+    flowrun(d)
+        .args([
+            "flow",
+            "create",
+            "big",
+            "--class",
+            "Noop",
+            "--config",
+            "@big.json",
+        ])
+        .assert()
+        .success();
+    let stored = json(d, &["flow", "show", "big", "--json"]);
+    assert_eq!(
+        stored["configuration"]["blob"].as_str().map(str::len),
+        Some(1024 * 1024)
+    );
+    flowrun(d).args(["run", "big"]).assert().success();
+
+    flowrun(d)
+        .args(["flow", "create", "piped", "--class", "Sleep", "--config", "-"])
+        .write_stdin(r#"{"seconds": 0.1}"#)
+        .assert()
+        .success();
+    assert_eq!(
+        json(d, &["flow", "show", "piped", "--json"])["configuration"]["seconds"],
+        0.1
+    );
+    flowrun(d)
+        .args(["flow", "update", "piped", "--config", "-"])
+        .write_stdin(r#"{"seconds": 0.2}"#)
+        .assert()
+        .success();
+    assert_eq!(
+        json(d, &["flow", "show", "piped", "--json"])["configuration"]["seconds"],
+        0.2
+    );
+
+    refused(
+        d,
+        &[
+            "flow",
+            "create",
+            "x",
+            "--class",
+            "Noop",
+            "--config",
+            "@missing.json",
+        ],
+        "@missing.json",
+    );
+    std::fs::write(d.join("broken.json"), "{not json").expect("write");
+    refused(
+        d,
+        &[
+            "flow",
+            "create",
+            "x",
+            "--class",
+            "Noop",
+            "--config",
+            "@broken.json",
+        ],
+        "@broken.json is not valid JSON",
+    );
+}
