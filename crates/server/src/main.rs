@@ -62,9 +62,13 @@ struct Args {
     limits: LimitArgs,
 }
 
+/// The longest tick or grace period accepted: a day. Longer values mean nothing useful, and timer
+/// arithmetic on them (`Instant + period`) would overflow.
+const MAX_SECONDS: f64 = 86_400.0;
+
 fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
-    if !value.is_finite() || value <= 0.0 {
-        bail!("{name} must be a positive number of seconds, got {value}");
+    if !value.is_finite() || value <= 0.0 || value > MAX_SECONDS {
+        bail!("{name} must be a number of seconds above 0 and at most {MAX_SECONDS}, got {value}");
     }
     Duration::try_from_secs_f64(value).with_context(|| format!("{name} is out of range"))
 }

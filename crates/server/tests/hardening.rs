@@ -614,3 +614,26 @@ async fn a_connection_whose_body_stalls_does_not_stay_open() {
     let closed = closed.expect("the stalled connection is closed");
     assert!(closed < Duration::from_secs(5), "{closed:?}");
 }
+
+#[test]
+fn a_tick_or_grace_beyond_a_day_stops_the_server_with_one_clear_line() {
+    // A huge tick was accepted, and timer arithmetic on it would overflow inside the scheduler's task.
+    // Refused before the database is opened, so none is created.
+    let url = format!(
+        "sqlite://{}/flowrun-never-opened.db",
+        std::env::temp_dir().display()
+    );
+    for (name, value) in [
+        ("FLOWRUN_TICK_SECS", "1e18"),
+        ("FLOWRUN_SHUTDOWN_GRACE_SECS", "1e18"),
+    ] {
+        let server = Server::start(&url, &[(name, value)]);
+        let (code, seen) = server.finish(Duration::from_secs(20));
+        assert_eq!(code, Some(1), "{name}: {seen:#?}");
+        assert!(
+            seen.iter().any(|l| l.contains(name) && l.contains("at most")),
+            "{name}: says why: {seen:#?}"
+        );
+        assert!(seen.iter().all(|l| !l.contains("panicked")), "{seen:#?}");
+    }
+}
