@@ -393,6 +393,36 @@ mod tests {
         assert!(parse_concurrency("99999999999999999999").is_err());
     }
 
+    #[tokio::test]
+    async fn a_memory_url_opens_a_fresh_store_of_its_own_that_runs_flows() {
+        use flowrun_domain::{FlowName, NewDataFlow, RunInterval, RunStatus};
+        let settings = Settings::new("memory:");
+        let app = App::open(&settings, builtin_registry(), MigratePolicy::SqliteOnly)
+            .await
+            .expect("opens");
+        assert_eq!(app.backend(), DatabaseBackend::Memory);
+        assert_eq!(app.masked_url(), "memory:");
+        assert!(app.ping().await);
+        let new = NewDataFlow::new(
+            FlowName::parse("demo").expect("name"),
+            "",
+            true,
+            serde_json::json!("Noop"),
+            RunInterval::DEFAULT.schedule(),
+        )
+        .expect("valid");
+        let flow = app.flows.create(new, app.clock.now()).await.expect("created");
+        let run = app.executor.execute(&flow).await.expect("runs");
+        assert_eq!(run.status, RunStatus::Success);
+        let other = App::open(&settings, builtin_registry(), MigratePolicy::Always)
+            .await
+            .expect("opens");
+        assert!(
+            other.flows.list().await.expect("list").is_empty(),
+            "each open is a store of its own: nothing persists"
+        );
+    }
+
     #[test]
     fn builtins_are_registered() {
         use flowrun_domain::FlowRegistry;
