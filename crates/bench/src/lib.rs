@@ -1,8 +1,9 @@
 //! `flowrun-bench`: how many runs per second flowrun records, against a hand-written SQL floor.
 //!
-//! The benchmark opens the database the way the binaries do ([`flowrun_app::open_sql`], as [`flowrun_app::App::open`] does for an SQL URL), creates one data
-//! flow per concurrent task (`bench-0`, `bench-1`, …) and executes `--runs` runs through the real
-//! [`flowrun_domain::FlowExecutor`], `--concurrency` tasks at once, each on its own flow. With `--raw` it
+//! The benchmark opens the database the way the binaries do ([`flowrun_app::open_sql`], which
+//! [`flowrun_app::App::open`] calls for an SQL URL), creates one data flow per concurrent task (`bench-0`,
+//! `bench-1`, …) and executes `--runs` runs through the real [`flowrun_domain::FlowExecutor`],
+//! `--concurrency` tasks at once, each on its own flow. With `--raw` it
 //! writes the same rows with the same lifecycle through hand-written SQL on the same connection pool
 //! instead ([`raw`]), which is the floor flowrun is compared with.
 //!

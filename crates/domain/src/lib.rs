@@ -2,7 +2,8 @@
 //! ports they need ([`RunRepository`], [`DataFlowRepository`], [`Storage`], [`Clock`], [`FlowRegistry`]).
 //!
 //! Nothing here knows about databases, HTTP or the command line; adapters implement the ports in
-//! `flowrun-infra` (SQL) and `flowrun-memory` (one process's memory). With the `mock` feature the ports come with mockall mocks (`MockRunRepository`, …).
+//! `flowrun-infra` (SQL) and `flowrun-memory` (one process's memory). With the `mock` feature the ports come
+//! with mockall mocks (`MockRunRepository`, …).
 
 pub mod duration;
 pub mod executor;
