@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flowrun_app::{App, RunWriter, builtin_registry};
+use flowrun_app::{App, MigratePolicy, Ports, RunWriter, Settings, builtin_registry};
 use flowrun_domain::{
     BuildFlowError, DataFlow, ExecuteError, Flow, FlowError, FlowFailure, FlowName, NewDataFlow, RunInterval,
     RunStatus,
@@ -173,14 +173,14 @@ async fn a_lost_connection_between_steps_reports_both_errors() {
         let k = db.kind.name();
         let setup = open(&db).await;
         let flow = create(&setup, "cut", json!("Cut")).await;
-        let victim = open(&db).await;
+        let victim = flowrun_app::open_sql(&Settings::new(db.url.clone()), MigratePolicy::Always)
+            .await
+            .unwrap_or_else(|e| panic!("{k}: {e}"));
         let mut registry = builtin_registry();
         let writer = victim.run_writer().clone();
         registry.register_fn("Cut", move |_| Ok(Box::new(CutsTheConnection(writer.clone()))));
         let app = App::wire(
-            victim.run_writer().clone(),
-            victim.backend(),
-            String::new(),
+            Ports::sql(victim),
             registry,
             // Short: the end cannot be recorded, and the executor keeps trying for one lease length.
             Duration::from_secs(2),

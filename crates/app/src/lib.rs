@@ -1,21 +1,23 @@
-//! flowrun's composition root: typed settings, connect and migrate, the flow registry, and ready services
-//! ([`App`]) for the binaries. No business rules live here.
+//! flowrun's composition root: typed settings, opening the store (SQL through `flowrun-infra`, or
+//! `memory:` through `flowrun-memory`), the flow registry, and ready services ([`App`]) for the binaries.
+//! No business rules live here.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use flowrun_domain::{
     ClassRegistry, Clock, DataFlowRepository, FlowExecutor, FlowManagement, FlowRegistry, LeaseOwner,
-    LeaseSettings, RunRepository, Scheduler, ShutdownSignal,
+    LeaseSettings, RunRepository, Scheduler, ShutdownSignal, Storage,
 };
-use flowrun_infra::{
-    Backend, ConnectSettings, DatabaseConnection, SeaOrmDataFlowRepository, SeaOrmRunRepository, SystemClock,
-};
+use flowrun_infra::{Backend, ConnectSettings, SystemClock};
+use flowrun_memory::{MEMORY_URL, MemoryStore};
 use thiserror::Error;
 
 pub mod json;
 
-pub use flowrun_infra::{ConnectError, ConnectProblem, MASK, RunWriter, mask_url, scrub, sqlite_file};
+pub use flowrun_infra::{
+    ConnectError, ConnectProblem, MASK, RunWriter, SqlStore, mask_url, scrub, sqlite_file,
+};
 
 /// The database used when none is configured: an SQLite file in the current directory, created and
 /// migrated on first use.
@@ -35,7 +37,8 @@ pub const CONCURRENCY_ENV: &str = "FLOWRUN_CONCURRENCY";
 /// What the binaries configure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
-    /// The database URL.
+    /// The database URL: `sqlite://…`, `postgres://…`, `mysql://…`, or `memory:` for a store that lives
+    /// only as long as the process.
     pub database_url: String,
     /// How long a run's lease lasts unless renewed.
     pub lease: Duration,
@@ -161,13 +164,47 @@ pub fn lease_owner() -> LeaseOwner {
     LeaseOwner::new(format!("{host}:{}", std::process::id()))
 }
 
-/// The wired application: ports, executor and scheduler over one connection pool.
+/// The ports [`App::wire`] builds the services on: the repositories, the store behind them and the clock.
+#[derive(Clone)]
+pub struct Ports {
+    /// Stored data flows.
+    pub flows: Arc<dyn DataFlowRepository>,
+    /// Stored runs.
+    pub runs: Arc<dyn RunRepository>,
+    /// The store itself: what it is, where, and whether it answers.
+    pub storage: Arc<dyn Storage>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Ports {
+    /// The ports of an open SQL database, on the system clock.
+    pub fn sql(store: SqlStore) -> Self {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        Self {
+            flows: Arc::new(store.flows()),
+            runs: Arc::new(store.runs(Arc::clone(&clock))),
+            storage: Arc::new(store),
+            clock,
+        }
+    }
+
+    /// The ports of an in-memory store (shared with its clones), on the system clock.
+    pub fn memory(store: MemoryStore) -> Self {
+        Self {
+            flows: store.flows(),
+            runs: store.runs(),
+            storage: store.storage(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// The wired application: the ports, and the executor, scheduler and flow management built on them. It
+/// holds no database handle: the store is a [`Storage`] port like the repositories.
 #[derive(Clone)]
 pub struct App {
-    db: DatabaseConnection,
-    writer: RunWriter,
-    backend: Backend,
-    masked_url: String,
+    storage: Arc<dyn Storage>,
     /// Stored data flows.
     pub flows: Arc<dyn DataFlowRepository>,
     /// Stored runs.
@@ -185,60 +222,71 @@ pub struct App {
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("App")
-            .field("backend", &self.backend)
-            .field("url", &self.masked_url)
+            .field("backend", &self.storage.kind())
+            .field("url", &self.storage.masked_url())
             .finish_non_exhaustive()
     }
 }
 
+/// Whether `url` selects the in-memory store: `memory:` (also written `memory://`).
+pub fn is_memory_url(url: &str) -> bool {
+    matches!(url.trim(), MEMORY_URL | "memory://")
+}
+
+/// Connects to the SQL database `settings` names and migrates it according to `policy`: the SQL store
+/// alone, for what needs SQL itself (the bench, suites that change rows by hand). [`App::open`] does this
+/// for every SQL URL.
+pub async fn open_sql(settings: &Settings, policy: MigratePolicy) -> Result<SqlStore, AppError> {
+    let masked_url = mask_url(&settings.database_url);
+    let backend = Backend::from_url(&settings.database_url)?;
+    let connect_settings = ConnectSettings {
+        url: settings.database_url.clone(),
+        max_connections: settings.max_connections,
+        connect_timeout: settings.connect_timeout,
+    };
+    let db = flowrun_infra::connect(&connect_settings).await?;
+    if policy == MigratePolicy::Always || backend == Backend::Sqlite {
+        flowrun_infra::migrate(&db, &settings.database_url).await?;
+    } else {
+        let migrated = flowrun_infra::is_migrated(&db)
+            .await
+            .map_err(|e| AppError::Schema {
+                url: masked_url.clone(),
+                reason: scrub(&e.to_string(), &settings.database_url),
+            })?;
+        if !migrated {
+            return Err(AppError::NotMigrated { url: masked_url });
+        }
+    }
+    let reserved = flowrun_infra::connect_run_writer(&connect_settings).await?;
+    Ok(SqlStore::new(RunWriter::new(db, reserved), backend, masked_url))
+}
+
 impl App {
-    /// Connects, migrates according to `policy`, and wires the services with `registry`.
+    /// Opens the store `settings` names and wires the services with `registry`: for an SQL URL, connects
+    /// and migrates according to `policy`; for `memory:`, makes a fresh, empty in-memory store that lives
+    /// as long as the process (nothing persists: for demos and tests).
     pub async fn open(
         settings: &Settings,
         registry: ClassRegistry,
         policy: MigratePolicy,
     ) -> Result<Self, AppError> {
-        let masked_url = mask_url(&settings.database_url);
-        let backend = Backend::from_url(&settings.database_url)?;
-        let connect_settings = ConnectSettings {
-            url: settings.database_url.clone(),
-            max_connections: settings.max_connections,
-            connect_timeout: settings.connect_timeout,
-        };
-        let db = flowrun_infra::connect(&connect_settings).await?;
-        if policy == MigratePolicy::Always || backend == Backend::Sqlite {
-            flowrun_infra::migrate(&db, &settings.database_url).await?;
+        let ports = if is_memory_url(&settings.database_url) {
+            Ports::memory(MemoryStore::new())
         } else {
-            let migrated = flowrun_infra::is_migrated(&db)
-                .await
-                .map_err(|e| AppError::Schema {
-                    url: masked_url.clone(),
-                    reason: scrub(&e.to_string(), &settings.database_url),
-                })?;
-            if !migrated {
-                return Err(AppError::NotMigrated { url: masked_url });
-            }
-        }
-        let reserved = flowrun_infra::connect_run_writer(&connect_settings).await?;
-        let writer = RunWriter::new(db, reserved);
-        Ok(Self::wire(writer, backend, masked_url, registry, settings.lease)
-            .with_concurrency(settings.concurrency))
+            Ports::sql(open_sql(settings, policy).await?)
+        };
+        Ok(Self::wire(ports, registry, settings.lease).with_concurrency(settings.concurrency))
     }
 
-    /// Wires the services over an open, migrated database: runs start and finish through `writer`,
-    /// everything else uses its pool.
-    pub fn wire(
-        writer: RunWriter,
-        backend: Backend,
-        masked_url: String,
-        registry: ClassRegistry,
-        lease: Duration,
-    ) -> Self {
-        let db = writer.pool().clone();
-        let flows: Arc<dyn DataFlowRepository> = Arc::new(SeaOrmDataFlowRepository::new(db.clone()));
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let runs: Arc<dyn RunRepository> =
-            Arc::new(SeaOrmRunRepository::with_writer(writer.clone()).with_clock(Arc::clone(&clock)));
+    /// Wires the services over `ports`, with leases of `lease`.
+    pub fn wire(ports: Ports, registry: ClassRegistry, lease: Duration) -> Self {
+        let Ports {
+            flows,
+            runs,
+            storage,
+            clock,
+        } = ports;
         let registry: Arc<dyn FlowRegistry> = Arc::new(registry);
         let management = FlowManagement::new(
             Arc::clone(&flows),
@@ -262,10 +310,7 @@ impl App {
             Arc::clone(&clock),
         );
         Self {
-            db,
-            writer,
-            backend,
-            masked_url,
+            storage,
             flows,
             runs,
             clock,
@@ -275,24 +320,19 @@ impl App {
         }
     }
 
-    /// The backend in use.
-    pub fn backend(&self) -> Backend {
-        self.backend
+    /// The kind of store in use.
+    pub fn backend(&self) -> DatabaseBackend {
+        self.storage.kind()
     }
 
     /// The database URL with its password masked.
     pub fn masked_url(&self) -> &str {
-        &self.masked_url
+        self.storage.masked_url()
     }
 
-    /// The connection pool, for health checks and tests.
-    pub fn connection(&self) -> &DatabaseConnection {
-        &self.db
-    }
-
-    /// Where runs start and finish (the pool, plus a reserved connection on a SQLite file).
-    pub fn run_writer(&self) -> &RunWriter {
-        &self.writer
+    /// The store behind the repositories, as a port.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
     }
 
     /// The same app with its executor (and so its scheduler) following `shutdown`.
@@ -315,13 +355,14 @@ impl App {
         self
     }
 
-    /// Whether the database answers a trivial query.
+    /// Whether the store answers a trivial request.
     pub async fn ping(&self) -> bool {
-        self.db.ping().await.is_ok()
+        self.storage.ping().await
     }
 }
 
-pub use flowrun_infra::Backend as DatabaseBackend;
+/// The kind of store an [`App`] runs on (SQLite, PostgreSQL, MySQL/MariaDB or memory).
+pub use flowrun_domain::StoreKind as DatabaseBackend;
 
 #[cfg(test)]
 mod tests {
@@ -350,6 +391,36 @@ mod tests {
         assert!(parse_concurrency("-1").is_err());
         assert!(parse_concurrency("1.5").is_err());
         assert!(parse_concurrency("99999999999999999999").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_memory_url_opens_a_fresh_store_of_its_own_that_runs_flows() {
+        use flowrun_domain::{FlowName, NewDataFlow, RunInterval, RunStatus};
+        let settings = Settings::new("memory:");
+        let app = App::open(&settings, builtin_registry(), MigratePolicy::SqliteOnly)
+            .await
+            .expect("opens");
+        assert_eq!(app.backend(), DatabaseBackend::Memory);
+        assert_eq!(app.masked_url(), "memory:");
+        assert!(app.ping().await);
+        let new = NewDataFlow::new(
+            FlowName::parse("demo").expect("name"),
+            "",
+            true,
+            serde_json::json!("Noop"),
+            RunInterval::DEFAULT.schedule(),
+        )
+        .expect("valid");
+        let flow = app.flows.create(new, app.clock.now()).await.expect("created");
+        let run = app.executor.execute(&flow).await.expect("runs");
+        assert_eq!(run.status, RunStatus::Success);
+        let other = App::open(&settings, builtin_registry(), MigratePolicy::Always)
+            .await
+            .expect("opens");
+        assert!(
+            other.flows.list().await.expect("list").is_empty(),
+            "each open is a store of its own: nothing persists"
+        );
     }
 
     #[test]

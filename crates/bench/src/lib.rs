@@ -1,8 +1,9 @@
 //! `flowrun-bench`: how many runs per second flowrun records, against a hand-written SQL floor.
 //!
-//! The benchmark opens the database the way the binaries do ([`flowrun_app::App::open`]), creates one data
-//! flow per concurrent task (`bench-0`, `bench-1`, …) and executes `--runs` runs through the real
-//! [`flowrun_domain::FlowExecutor`], `--concurrency` tasks at once, each on its own flow. With `--raw` it
+//! The benchmark opens the database the way the binaries do ([`flowrun_app::open_sql`], which
+//! [`flowrun_app::App::open`] calls for an SQL URL), creates one data flow per concurrent task (`bench-0`,
+//! `bench-1`, …) and executes `--runs` runs through the real [`flowrun_domain::FlowExecutor`],
+//! `--concurrency` tasks at once, each on its own flow. With `--raw` it
 //! writes the same rows with the same lifecycle through hand-written SQL on the same connection pool
 //! instead ([`raw`]), which is the floor flowrun is compared with.
 //!
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
-use flowrun_app::{App, MigratePolicy, Settings, builtin_registry};
+use flowrun_app::{App, MigratePolicy, Ports, Settings, builtin_registry};
 use flowrun_domain::{DataFlow, ExecuteError, FlowExecutor, RunStatus};
 use sea_orm::DatabaseConnection;
 
@@ -122,17 +123,17 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         bail!("--runs must be at least 1");
     }
     let mode = if options.raw { Mode::Raw } else { Mode::Flowrun };
-    let (app, counter) = open(options).await?;
-    let db = app.connection().clone();
-    setup::ensure_history(&app, options.history).await?;
-    let flows = setup::fresh_flows(&app, options.concurrency, options.class).await?;
+    let (app, store, counter) = open(options).await?;
+    let db = store.connection().clone();
+    setup::ensure_history(&app, &db, options.history).await?;
+    let flows = setup::fresh_flows(&app, &db, options.concurrency, options.class).await?;
     let failure_text = match (mode, options.class) {
         (Mode::Raw, Class::Fail) => {
             raw::failure_text(&setup::flowrun_failure_text(&app).await?, options.raw_trace_bytes)
         }
         _ => String::new(),
     };
-    let runner = Runner::new(&app, mode, options.class, failure_text)?;
+    let runner = Runner::new(&app, &store, mode, options.class, failure_text)?;
 
     // Warm-up: open the pool's connections and prepare every statement before timing.
     let warmup = run_all(&runner, &flows, options.warmup).await;
@@ -189,7 +190,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     if let (Some(before), Some(after)) = (commits_before, commits_after) {
         report.commits_per_run = Some(per_run(after.saturating_sub(before), completed));
     }
-    app.run_writer().close().await.ok();
+    store.run_writer().close().await.ok();
     Ok(report)
 }
 
@@ -201,15 +202,19 @@ fn per_run(total: u64, runs: u64) -> f64 {
     }
 }
 
-/// Opens the application as the binaries do. With `--count`, opens the same pool by hand (what
-/// [`App::open`] does) to attach a statement counter before the services are wired.
-async fn open(options: &Options) -> anyhow::Result<(App, Option<Arc<count::StatementCounter>>)> {
+/// Opens the SQL database as the binaries do, and the application on it. With `--count`, opens the same
+/// pool by hand (what [`flowrun_app::open_sql`] does) to attach a statement counter before the services are
+/// wired.
+async fn open(
+    options: &Options,
+) -> anyhow::Result<(App, flowrun_app::SqlStore, Option<Arc<count::StatementCounter>>)> {
     let settings = Settings::new(options.database_url.clone());
     if !options.count {
-        let app = App::open(&settings, builtin_registry(), MigratePolicy::Always)
+        let store = flowrun_app::open_sql(&settings, MigratePolicy::Always)
             .await
             .context("opening the database")?;
-        return Ok((app, None));
+        let app = App::wire(Ports::sql(store.clone()), builtin_registry(), settings.lease);
+        return Ok((app, store, None));
     }
     let backend = flowrun_infra::Backend::from_url(&settings.database_url)?;
     let connect = flowrun_infra::ConnectSettings {
@@ -225,14 +230,13 @@ async fn open(options: &Options) -> anyhow::Result<(App, Option<Arc<count::State
         let hook = Arc::clone(&counter);
         db.set_metric_callback(move |info| hook.record(&info.statement.sql, info.elapsed));
     }
-    let app = App::wire(
+    let store = flowrun_app::SqlStore::new(
         flowrun_app::RunWriter::new(db, reserved),
         backend,
         flowrun_app::mask_url(&settings.database_url),
-        builtin_registry(),
-        settings.lease,
     );
-    Ok((app, Some(counter)))
+    let app = App::wire(Ports::sql(store.clone()), builtin_registry(), settings.lease);
+    Ok((app, store, Some(counter)))
 }
 
 /// Executes one run in the chosen mode.
@@ -243,14 +247,20 @@ enum Runner {
 }
 
 impl Runner {
-    fn new(app: &App, mode: Mode, class: Class, failure_text: String) -> anyhow::Result<Self> {
+    fn new(
+        app: &App,
+        store: &flowrun_app::SqlStore,
+        mode: Mode,
+        class: Class,
+        failure_text: String,
+    ) -> anyhow::Result<Self> {
         Ok(match mode {
             Mode::Flowrun => Self::Flowrun {
                 executor: app.executor.clone(),
                 class,
             },
             Mode::Raw => Self::Raw(Arc::new(raw::RawWriter::new(
-                app.run_writer().clone(),
+                store.run_writer().clone(),
                 class,
                 flowrun_domain::LeaseSettings::DEFAULT_DURATION,
                 failure_text,

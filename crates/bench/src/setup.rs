@@ -25,8 +25,12 @@ pub fn flow_name(i: u32) -> String {
 
 /// Deletes the flows (and runs) of earlier invocations and creates `count` flows of `class`, `bench-0` …,
 /// disabled so that no scheduler picks them up.
-pub async fn fresh_flows(app: &App, count: u32, class: Class) -> anyhow::Result<Vec<DataFlow>> {
-    let db = app.connection();
+pub async fn fresh_flows(
+    app: &App,
+    db: &sea_orm::DatabaseConnection,
+    count: u32,
+    class: Class,
+) -> anyhow::Result<Vec<DataFlow>> {
     let backend = db.get_database_backend();
     let history = Value::from(HISTORY_FLOW);
     db.execute_raw(Statement::from_sql_and_values(
@@ -94,8 +98,7 @@ pub async fn flowrun_failure_text(app: &App) -> anyhow::Result<String> {
 /// Makes `data_flow_runs` hold exactly `runs` past runs of the [`HISTORY_FLOW`], inserting only what is
 /// missing (a history of the right size is kept between invocations). With `runs == 0` the history is
 /// removed.
-pub async fn ensure_history(app: &App, runs: u64) -> anyhow::Result<()> {
-    let db = app.connection();
+pub async fn ensure_history(app: &App, db: &sea_orm::DatabaseConnection, runs: u64) -> anyhow::Result<()> {
     let backend = db.get_database_backend();
     let existing = app.flows.find_by_name(HISTORY_FLOW).await?;
     let flow = match existing {

@@ -1,8 +1,9 @@
 //! flowrun's domain: data flows, their runs, the [`FlowExecutor`] and [`Scheduler`] use cases, and the
-//! ports they need ([`RunRepository`], [`DataFlowRepository`], [`Clock`], [`FlowRegistry`]).
+//! ports they need ([`RunRepository`], [`DataFlowRepository`], [`Storage`], [`Clock`], [`FlowRegistry`]).
 //!
 //! Nothing here knows about databases, HTTP or the command line; adapters implement the ports in
-//! `flowrun-infra`. With the `mock` feature the ports come with mockall mocks (`MockRunRepository`, …).
+//! `flowrun-infra` (SQL) and `flowrun-memory` (one process's memory). With the `mock` feature the ports come
+//! with mockall mocks (`MockRunRepository`, …).
 
 pub mod context;
 pub mod duration;
@@ -17,6 +18,8 @@ pub mod registry;
 pub mod schedule;
 pub mod scheduler;
 pub mod shutdown;
+pub mod storage;
+pub mod text;
 pub mod trace;
 
 pub use context::{Cancellation, MAX_OUTPUT_BYTES, RunContext, RunOutput};
@@ -42,12 +45,15 @@ pub use scheduler::{
     CycleError, CycleHealth, Dispatch, HeartbeatReport, RunEnd, Scheduler, StartNowError, TriggeredRun,
 };
 pub use shutdown::{Phase, ShutdownController, ShutdownSignal};
+pub use storage::{Storage, StoreKind};
 pub use trace::{FlowTrace, TraceEnd, TraceFrame};
 
 #[cfg(any(test, feature = "mock"))]
 pub use ports::{MockClock, MockDataFlowRepository, MockRunRepository};
 #[cfg(any(test, feature = "mock"))]
 pub use registry::MockFlowRegistry;
+#[cfg(any(test, feature = "mock"))]
+pub use storage::MockStorage;
 
 #[cfg(test)]
 mod executor_tests;

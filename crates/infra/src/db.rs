@@ -64,7 +64,7 @@ impl From<DatabaseBackend> for Backend {
 #[derive(Debug, Error)]
 pub enum ConnectError {
     /// The URL's scheme is not one flowrun supports.
-    #[error("unsupported database URL `{url}`: use sqlite://, postgres:// or mysql://")]
+    #[error("unsupported database URL `{url}`: use sqlite://, postgres://, mysql:// or memory:")]
     UnsupportedUrl {
         /// The URL, password masked.
         url: String,

@@ -1,6 +1,7 @@
-//! flowrun's adapters: the SeaORM repositories ([`SeaOrmDataFlowRepository`], [`SeaOrmRunRepository`]) for
-//! SQLite, PostgreSQL and MySQL/MariaDB, connection and migration ([`connect`], [`migrate`]), and the
-//! [`SystemClock`]. SeaORM types never leave this crate's public API except the connection handle.
+//! flowrun's SQL adapters: the SeaORM repositories ([`SeaOrmDataFlowRepository`], [`SeaOrmRunRepository`])
+//! for SQLite, PostgreSQL and MySQL/MariaDB, connection and migration ([`connect`], [`migrate`]), the open
+//! database as the domain's `Storage` port ([`SqlStore`]), and the [`SystemClock`]. SeaORM types never leave
+//! this crate's public API except the connection handle, which only tools and tests ask for.
 
 mod clock;
 mod db;
@@ -10,6 +11,7 @@ mod history;
 mod mapping;
 mod runs_repo;
 mod secrets;
+mod store;
 pub mod text;
 mod writer;
 
@@ -22,4 +24,5 @@ pub use flows_repo::SeaOrmDataFlowRepository;
 pub use runs_repo::{SeaOrmRunRepository, execute_unprepared};
 pub use sea_orm::DatabaseConnection;
 pub use secrets::{MASK, mask_url, scrub};
+pub use store::SqlStore;
 pub use writer::{RunWriter, WriteTransaction};

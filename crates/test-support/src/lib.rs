@@ -1,5 +1,8 @@
 //! Fixtures shared by flowrun's suites: a fresh, migrated database per test on every configured backend.
 //!
+//! The in-memory store ([`Kind::Memory`]) is covered by the suites that ask for it
+//! ([`configured_kinds_with_memory`]); its "database" is the URL `memory:`, fresh for each store opened.
+//!
 //! SQLite always runs (a file in a temporary directory). PostgreSQL runs when `FLOWRUN_TEST_POSTGRES_URL`
 //! is set and MySQL/MariaDB when `FLOWRUN_TEST_MYSQL_URL` is set; each test gets its own database there, so
 //! tests run in parallel. `FLOWRUN_TEST_REQUIRE_BACKENDS=sqlite,postgres,mysql` (set by CI) turns a missing
@@ -31,6 +34,9 @@ pub enum Kind {
     Postgres,
     /// MySQL/MariaDB server.
     MySql,
+    /// The in-memory store (`memory:`): covered only by suites that ask for it with
+    /// [`configured_kinds_with_memory`], since it lives in one process and knows no SQL.
+    Memory,
 }
 
 impl Kind {
@@ -40,12 +46,18 @@ impl Kind {
             Self::Sqlite => "sqlite",
             Self::Postgres => "postgres",
             Self::MySql => "mysql",
+            Self::Memory => "memory",
         }
+    }
+
+    /// Whether it is an SQL database (every kind but [`Kind::Memory`]).
+    pub fn is_sql(self) -> bool {
+        self != Self::Memory
     }
 
     fn env(self) -> Option<&'static str> {
         match self {
-            Self::Sqlite => None,
+            Self::Sqlite | Self::Memory => None,
             Self::Postgres => Some(POSTGRES_ENV),
             Self::MySql => Some(MYSQL_ENV),
         }
@@ -85,9 +97,20 @@ fn unique_suffix() -> String {
     )
 }
 
-/// The backends this run covers, after printing (once per binary) what is covered and skipped. Panics if
-/// a required backend is not configured.
+/// The SQL backends this run covers, after printing (once per binary) what is covered and skipped. Panics
+/// if a required backend is not configured.
 pub fn configured_kinds() -> Vec<Kind> {
+    covered_kinds(false)
+}
+
+/// [`Kind::Memory`] and the SQL backends this run covers, for suites written against the ports alone (the
+/// repository conformance suite); the line printed names memory too. A binary calls either this or
+/// [`configured_kinds`], not both: the line is printed once, by the first call.
+pub fn configured_kinds_with_memory() -> Vec<Kind> {
+    covered_kinds(true)
+}
+
+fn covered_kinds(with_memory: bool) -> Vec<Kind> {
     static REPORT: Once = Once::new();
     let required: Vec<String> = std::env::var(REQUIRE_ENV)
         .unwrap_or_default()
@@ -95,7 +118,11 @@ pub fn configured_kinds() -> Vec<Kind> {
         .map(|s| s.trim().to_lowercase())
         .filter(|s| !s.is_empty())
         .collect();
-    let mut covered = vec![Kind::Sqlite];
+    let mut covered = if with_memory {
+        vec![Kind::Memory, Kind::Sqlite]
+    } else {
+        vec![Kind::Sqlite]
+    };
     let mut skipped = Vec::new();
     for kind in [Kind::Postgres, Kind::MySql] {
         let env = kind.env().unwrap_or_default();
@@ -135,6 +162,11 @@ pub fn configured_kinds() -> Vec<Kind> {
 pub async fn fresh_database(kind: Kind) -> TestDatabase {
     let suffix = unique_suffix();
     match kind {
+        Kind::Memory => TestDatabase {
+            kind,
+            url: "memory:".to_owned(),
+            _dir: None,
+        },
         Kind::Sqlite => {
             let dir = std::env::temp_dir().join(format!("flowrun_test_{suffix}"));
             std::fs::create_dir_all(&dir).expect("create a temporary directory");
@@ -169,7 +201,7 @@ pub async fn fresh_database(kind: Kind) -> TestDatabase {
     }
 }
 
-/// A fresh database on every configured backend.
+/// A fresh database on every configured SQL backend.
 pub async fn fresh_databases() -> Vec<TestDatabase> {
     let mut databases = Vec::new();
     for kind in configured_kinds() {
