@@ -161,7 +161,7 @@ struct CutsTheConnection(RunWriter);
 
 #[async_trait]
 impl Flow for CutsTheConnection {
-    async fn run(&mut self) -> Result<(), FlowError> {
+    async fn run(&mut self, _context: &mut flowrun_domain::RunContext) -> Result<(), FlowError> {
         let _ = self.0.close().await;
         Err(FlowError::msg("the flow's own failure"))
     }
@@ -176,7 +176,7 @@ async fn a_lost_connection_between_steps_reports_both_errors() {
         let victim = open(&db).await;
         let mut registry = builtin_registry();
         let writer = victim.run_writer().clone();
-        registry.register("Cut", move |_| Ok(Box::new(CutsTheConnection(writer.clone()))));
+        registry.register_fn("Cut", move |_| Ok(Box::new(CutsTheConnection(writer.clone()))));
         let app = App::wire(
             victim.run_writer().clone(),
             victim.backend(),

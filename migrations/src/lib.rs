@@ -9,6 +9,7 @@ mod m20261126_000001_create_data_flows;
 mod m20261127_000001_live_run_lease_index;
 mod m20261128_000001_flow_schedules;
 mod m20261129_000001_run_control;
+mod m20261130_000001_run_output_and_state;
 
 /// Every migration of flowrun, in order.
 #[derive(Debug)]
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000001_live_run_lease_index::Migration),
             Box::new(m20261128_000001_flow_schedules::Migration),
             Box::new(m20261129_000001_run_control::Migration),
+            Box::new(m20261130_000001_run_output_and_state::Migration),
         ]
     }
 }

@@ -7,37 +7,41 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 use flowrun_app::{App, MigratePolicy, Settings, builtin_registry};
-use flowrun_domain::{Flow, FlowError, FlowName, NewDataFlow, RunInterval};
-use serde_json::{Value, json};
+use flowrun_domain::{Flow, FlowClass, FlowError, FlowName, NewDataFlow, RunContext, RunInterval};
+use serde_json::json;
 
-/// Counts the words of `{"path": "..."}`.
+/// The settings of [`WordCount`]: `{"path": "..."}`.
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct WordCountSettings {
+    /// The file whose words are counted.
+    path: PathBuf,
+}
+
+/// Counts the words of a file.
 struct WordCount {
     path: PathBuf,
 }
 
-impl WordCount {
-    /// Reads the settings from the flow's whole configuration.
-    fn from_configuration(configuration: &Value) -> Result<Self, String> {
-        let path = configuration
-            .get("path")
-            .and_then(Value::as_str)
-            .ok_or("`path` (a string) is required")?;
-        Ok(Self {
-            path: PathBuf::from(path),
-        })
+impl FlowClass for WordCount {
+    const NAME: &'static str = "WordCount";
+    type Settings = WordCountSettings;
+
+    fn build(settings: WordCountSettings) -> Result<Self, String> {
+        Ok(Self { path: settings.path })
     }
 }
 
 #[async_trait]
 impl Flow for WordCount {
-    async fn run(&mut self) -> Result<(), FlowError> {
+    async fn run(&mut self, context: &mut RunContext) -> Result<(), FlowError> {
         // `?` turns any error into a FlowError with a backtrace taken here.
         let text = tokio::fs::read_to_string(&self.path).await?;
-        println!(
+        // Recorded as the run's output.
+        context.log(format!(
             "{} has {} words",
             self.path.display(),
             text.split_whitespace().count()
-        );
+        ));
         Ok(())
     }
 }
@@ -55,9 +59,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(&input, "flowrun keeps an exact record of every run")?;
 
     let mut registry = builtin_registry();
-    registry.register("WordCount", |configuration| {
-        Ok(Box::new(WordCount::from_configuration(configuration)?))
-    });
+    registry.register::<WordCount>();
     let settings = Settings::new(format!("sqlite://{}/flowrun.db", dir.display()));
     let app = App::open(&settings, registry, MigratePolicy::Always).await?;
 
@@ -71,10 +73,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let flow = app.flows.create(new, app.clock.now()).await?;
     let run = app.executor.execute(&flow).await?;
     println!(
-        "run {} ended as {} at {}",
+        "run {} ended as {} at {}; its output: {}",
         run.id,
         run.status,
-        or_not_yet(run.ended_at)
+        or_not_yet(run.ended_at),
+        run.output.trim_end()
     );
 
     let missing = NewDataFlow::new(

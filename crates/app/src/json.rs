@@ -20,7 +20,7 @@ pub fn flow_json(flow: &DataFlow) -> Value {
         "description": flow.description,
         "enabled": flow.enabled,
         "class_name": flow.flow_class().ok(),
-        "configuration": flow.configuration,
+        "configuration": masked(&flow.configuration),
         "run_interval_secs": interval_secs(&flow.schedule),
         "schedule": schedule_json(&flow.schedule),
         "next_run_at": timestamp(flow.next_run_at),
@@ -30,6 +30,7 @@ pub fn flow_json(flow: &DataFlow) -> Value {
         "retry_at": timestamp(flow.pending_retry.map(|retry| retry.at)),
         "last_run_at": timestamp(flow.last_run_at),
         "last_run_status": flow.last_run_status.map(|s| s.as_str()),
+        "state": flow.state,
         "created_at": timestamp(Some(flow.created_at)),
         "updated_at": timestamp(Some(flow.updated_at)),
     })
@@ -68,7 +69,24 @@ pub fn run_json(run: &DataFlowRun, flow_name: &str) -> Value {
         "failure_kind": run.failure_kind.map(|kind| kind.as_str()),
         "cancel_requested_at": timestamp(run.cancel_requested.as_ref().map(|request| request.at)),
         "cancel_requested_by": run.cancel_requested.as_ref().map(|request| request.by.as_str()),
+        "output": run.output,
     })
+}
+
+/// A configuration as it may be shown: every string that is a URL with a password (or a secret query
+/// parameter) has it masked. `${env:…}` references are stored unresolved, so they show as written.
+pub fn masked(configuration: &Value) -> Value {
+    match configuration {
+        Value::String(text) if text.contains("://") => Value::String(crate::mask_url(text)),
+        Value::Array(items) => Value::Array(items.iter().map(masked).collect()),
+        Value::Object(object) => Value::Object(
+            object
+                .iter()
+                .map(|(key, value)| (key.clone(), masked(value)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }
 
 /// The contract's heartbeat shape.
@@ -93,4 +111,25 @@ pub fn heartbeat_json(report: &HeartbeatReport) -> Value {
             },
         })).collect::<Vec<_>>(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configurations_show_urls_without_their_passwords() {
+        let shown = masked(&json!({
+            "class_name": "SqlCopy",
+            "source": "postgres://copier:s3cret@db.example:5432/app",
+            "sink": "${env:SINK_URL}",
+            "args": ["--url", "mysql://root:hunter2@127.0.0.1/x", "plain"],
+            "batch_size": 500,
+        }));
+        let text = shown.to_string();
+        assert!(!text.contains("s3cret") && !text.contains("hunter2"), "{text}");
+        assert_eq!(shown["sink"], "${env:SINK_URL}");
+        assert_eq!(shown["args"][2], "plain");
+        assert_eq!(shown["batch_size"], 500);
+    }
 }

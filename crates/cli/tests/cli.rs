@@ -23,7 +23,8 @@ fn sorted(keys: &[&str]) -> Vec<String> {
     keys
 }
 
-const FLOW_KEYS: [&str; 17] = [
+const FLOW_KEYS: [&str; 18] = [
+    "state",
     "schedule",
     "next_run_at",
     "timeout_secs",
@@ -42,7 +43,8 @@ const FLOW_KEYS: [&str; 17] = [
     "created_at",
     "updated_at",
 ];
-const RUN_KEYS: [&str; 14] = [
+const RUN_KEYS: [&str; 15] = [
+    "output",
     "attempt",
     "trigger",
     "failure_kind",

@@ -9,16 +9,18 @@ use chrono::{DateTime, TimeDelta, Utc};
 use thiserror::Error;
 use tracing::{Instrument, info_span, warn};
 
+use crate::context::{RunContext, RunOutput};
 use crate::duration::format_duration;
-use crate::flow::{FlowError, FlowRegistry};
+use crate::flow::FlowError;
 use crate::lease_keeper::{Kept, LeaseKeeper};
 use crate::model::{
     CancelRequest, DataFlow, DataFlowRun, FailureKind, LeaseOwner, RunId, RunOutcome, Trigger,
 };
 use crate::panic::{CatchPanic, catch};
 use crate::ports::{Claim, Clock, FinishRunError, RepositoryError, RunRepository, StartRun, StartRunError};
+use crate::registry::FlowRegistry;
 use crate::shutdown::{Phase, ShutdownSignal};
-use crate::trace::FlowTrace;
+use crate::trace::{FlowTrace, flow_boundary};
 
 /// The first pause before recording a run's end again after a transient database error; it doubles up
 /// to [`RECORD_RETRY_MAX_DELAY`].
@@ -28,8 +30,11 @@ const RECORD_RETRY_MAX_DELAY: StdDuration = StdDuration::from_secs(5);
 /// How often a running flow's process asks the database whether someone asked to cancel the run.
 const CANCEL_POLL: StdDuration = StdDuration::from_secs(2);
 
-/// This file as the debug information names it: a flow's trace stops at the executor's frames.
-pub(crate) const SOURCE_FILE: &str = file!();
+/// How often a running flow's output so far is written to its run, when it has written something new.
+const OUTPUT_FLUSH_EVERY: StdDuration = StdDuration::from_secs(2);
+
+/// How long a flow asked to stop (timeout, cancel, shutdown) may take to return before it is dropped.
+pub const DEFAULT_STOP_GRACE: StdDuration = StdDuration::from_secs(5);
 
 /// How long a run's lease lasts unless renewed, and who holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +96,7 @@ pub struct FlowPanic {
 #[derive(Debug)]
 pub enum FlowFailure {
     /// The flow returned an error, or could not be built (then the error is a
-    /// [`BuildFlowError`](crate::flow::BuildFlowError) or a
+    /// [`BuildFlowError`](crate::registry::BuildFlowError) or a
     /// [`ConfigurationError`](crate::model::ConfigurationError)).
     Error(FlowError),
     /// The flow panicked.
@@ -305,6 +310,7 @@ pub struct FlowExecutor {
     lease: LeaseSettings,
     keeper: Arc<LeaseKeeper>,
     shutdown: ShutdownSignal,
+    stop_grace: StdDuration,
 }
 
 impl fmt::Debug for FlowExecutor {
@@ -336,7 +342,15 @@ impl FlowExecutor {
             lease,
             keeper,
             shutdown: ShutdownSignal::never(),
+            stop_grace: DEFAULT_STOP_GRACE,
         }
+    }
+
+    /// Sets how long a flow asked to stop (its timeout, a cancel request, shutdown) may take to return
+    /// after its [`RunContext::cancelled`] fires before it is dropped (default [`DEFAULT_STOP_GRACE`]).
+    pub fn with_stop_grace(mut self, grace: StdDuration) -> Self {
+        self.stop_grace = grace;
+        self
     }
 
     /// Whether this executor ever started its lease-renewal task.
@@ -551,8 +565,17 @@ impl<'a> Execution<'a> {
     ) -> Result<DataFlowRun, ExecuteError> {
         // Before the build: a slow constructor is as much the run's time as the flow itself.
         let lease = self.executor.keeper.keep(run.id, leased_at);
-        let result = self.run_flow(run.id, &lease).await;
-        self.record(run, result, &lease).await
+        let mut context = RunContext::new(
+            run.id,
+            run.attempt,
+            self.data_flow.name.clone(),
+            run.trigger,
+            self.data_flow.state.clone(),
+        );
+        let result = self.run_flow(&mut context, &lease).await;
+        let state = context.take_new_state();
+        self.record(run, result, context.output().text(), state, &lease)
+            .await
     }
 
     /// Creates the run (`pending`, then `in_progress`). A flow held by a run whose lease has expired is
@@ -624,19 +647,29 @@ impl<'a> Execution<'a> {
     /// Builds the flow and runs it while `renewal` keeps the run's lease alive.
     ///
     /// The lease's renewal timer is armed only once the flow yields, so a flow that finishes within its first
-    /// poll (nothing to do, a quick failure) never arms one (see `lease_keeper`).
-    async fn run_flow(&self, run_id: RunId, renewal: &Kept) -> Result<(), FlowFailure> {
+    /// poll (nothing to do, a quick failure) never arms one (see `lease_keeper`). A flow that must stop from
+    /// outside gets its context's cancellation first and the executor's stop grace to return; then it is
+    /// dropped. Either way the run ends as what stopped it.
+    async fn run_flow(&self, context: &mut RunContext, renewal: &Kept) -> Result<(), FlowFailure> {
         let began = tokio::time::Instant::now();
+        let run_id = context.run_id();
         let class = self
             .data_flow
             .flow_class()
             .map_err(|error| FlowFailure::Error(FlowError::new(error)))?;
         let registry = &self.executor.registry;
-        let mut flow = catch(|| registry.build(class, &self.data_flow.configuration))
-            .map_err(FlowFailure::Panic)?
-            .map_err(|error| FlowFailure::Error(FlowError::new(error)))?;
+        let mut flow = catch(|| {
+            let mut built = None;
+            flow_boundary(&mut || built = Some(registry.build(class, &self.data_flow.configuration)));
+            built
+        })
+        .map_err(FlowFailure::Panic)?
+        .ok_or_else(|| FlowFailure::Error(FlowError::msg("the flow's constructor did not return")))?
+        .map_err(|error| FlowFailure::Error(FlowError::new(error)))?;
         let timeout = self.data_flow.timeout.map(|t| t.as_duration());
-        let mut running = std::pin::pin!(CatchPanic::new(flow.run()));
+        let cancellation = context.cancellation();
+        let output = context.output();
+        let mut running = std::pin::pin!(CatchPanic::new(flow.run(context)));
         let mut aborted = std::pin::pin!(self.executor.shutdown.aborted());
         // The watches that stop a flow from outside, made only once the flow yields: a flow that ends in its
         // first poll never starts a timer or a query.
@@ -647,7 +680,7 @@ impl<'a> Execution<'a> {
             }
             let watch = watches.get_or_insert_with(|| {
                 renewal.arm();
-                Box::pin(self.stopped_from_outside(run_id, began, timeout))
+                Box::pin(self.stopped_from_outside(run_id, began, timeout, output.clone()))
             });
             if let Poll::Ready(failure) = watch.as_mut().poll(cx) {
                 return Poll::Ready(Err(failure));
@@ -655,22 +688,35 @@ impl<'a> Execution<'a> {
             aborted.as_mut().poll(cx).map(|()| Err(FlowFailure::Interrupted))
         })
         .await;
+        let ended = match ended {
+            Ok(ended) => ended,
+            Err(stopped) => {
+                cancellation.cancel();
+                // What the flow returns now does not change why the run ended; the grace only lets it clean
+                // up (kill its process, roll back) before it is dropped.
+                let _ = tokio::time::timeout(self.executor.stop_grace, running.as_mut()).await;
+                return Err(stopped);
+            }
+        };
         match ended {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(error))) => Err(FlowFailure::Error(error)),
-            Ok(Err(panic)) => Err(FlowFailure::Panic(panic)),
-            Err(stopped) => Err(stopped),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(FlowFailure::Error(error)),
+            Err(panic) => Err(FlowFailure::Panic(panic)),
         }
     }
 
     /// Ends when the run must stop although its flow has not: its timeout (counted from `began`) has
     /// passed, or someone asked to cancel it (polled every [`CANCEL_POLL`]; a failed poll is tried again at
     /// the next one).
+    ///
+    /// Meanwhile the flow's output so far is written to the run every [`OUTPUT_FLUSH_EVERY`] when it has
+    /// grown (a failed write is tried again at the next one; the whole output is recorded with the end).
     async fn stopped_from_outside(
         &self,
         run_id: RunId,
         began: tokio::time::Instant,
         timeout: Option<StdDuration>,
+        output: RunOutput,
     ) -> FlowFailure {
         let deadline = async {
             match timeout.and_then(|t| began.checked_add(t)) {
@@ -692,6 +738,21 @@ impl<'a> Execution<'a> {
         tokio::select! {
             after = deadline => FlowFailure::TimedOut(after),
             request = cancelled => FlowFailure::Cancelled(request),
+            never = self.flush_output(run_id, output) => match never {},
+        }
+    }
+
+    /// Writes the run's output so far every [`OUTPUT_FLUSH_EVERY`] when it has grown; never ends.
+    async fn flush_output(&self, run_id: RunId, output: RunOutput) -> std::convert::Infallible {
+        let mut recorded = 0;
+        loop {
+            tokio::time::sleep(OUTPUT_FLUSH_EVERY).await;
+            let written = output.written();
+            if written != recorded
+                && let Ok(true) = self.executor.runs.record_output(run_id, &output.text()).await
+            {
+                recorded = written;
+            }
         }
     }
 
@@ -704,11 +765,13 @@ impl<'a> Execution<'a> {
         &self,
         run: DataFlowRun,
         result: Result<(), FlowFailure>,
+        output: String,
+        state: Option<serde_json::Value>,
         lease: &Kept,
     ) -> Result<DataFlowRun, ExecuteError> {
         let ended_at = self.executor.clock.now();
         let outcome = match &result {
-            Ok(()) => RunOutcome::success(ended_at),
+            Ok(()) => RunOutcome::success(ended_at).with_state(state),
             Err(failure) => {
                 // Errors, panics and timeouts are retried; a cancel or an interruption was someone's choice.
                 let retry = matches!(
@@ -725,7 +788,8 @@ impl<'a> Execution<'a> {
                     .of_kind(failure.kind())
                     .retried(retry)
             }
-        };
+        }
+        .with_output(output);
         let run_id = run.id;
         // Half a lease: the last renewal started at most a third of a lease ago, so the lease is still live
         // when the retries stop, and a refused retry (`NotInProgress`) can only mean a committed earlier try,

@@ -12,8 +12,9 @@ use mockall::Sequence;
 use serde_json::{Value, json};
 use thiserror::Error;
 
+use crate::context::RunContext;
 use crate::executor::{ExecuteError, FlowExecutor, FlowFailure, LeaseSettings};
-use crate::flow::{BuildFlowError, Flow, FlowError, MockFlowRegistry};
+use crate::flow::{Flow, FlowError};
 use crate::model::{
     DataFlow, DataFlowId, DataFlowRun, FlowName, LastRunStatus, LeaseOwner, RunId, RunInterval, RunOutcome,
     RunStatus,
@@ -22,6 +23,7 @@ use crate::ports::{
     ActiveRun, Claim, FinishRunError, MockClock, MockRunRepository, RepositoryError, RunFilter, RunRecord,
     RunRepository, StartRun, StartRunError,
 };
+use crate::registry::{BuildFlowError, MockFlowRegistry};
 
 const FLOW_ID: DataFlowId = DataFlowId(7);
 const RUN_ID: RunId = RunId(42);
@@ -52,6 +54,7 @@ fn data_flow(configuration: Value) -> DataFlow {
         timeout: None,
         retry: crate::model::RetryPolicy::NONE,
         pending_retry: None,
+        state: None,
         last_run_at: None,
         last_run_status: None,
         created_at: at(0),
@@ -74,6 +77,7 @@ fn in_progress_run(request: &StartRun) -> DataFlowRun {
         trigger: request.trigger,
         failure_kind: None,
         cancel_requested: None,
+        output: String::new(),
         created_at: request.started_at,
         updated_at: request.started_at,
     }
@@ -121,7 +125,7 @@ impl FakeFlow {
 
 #[async_trait]
 impl Flow for FakeFlow {
-    async fn run(&mut self) -> Result<(), FlowError> {
+    async fn run(&mut self, _context: &mut RunContext) -> Result<(), FlowError> {
         self.events.push("flow.run");
         self.runs.fetch_add(1, Ordering::SeqCst);
         match self.behaviour {
@@ -149,6 +153,7 @@ impl Harness {
         let mut runs = MockRunRepository::new();
         // A flow that yields is watched for cancel requests; none is made unless a test says so.
         runs.expect_cancel_request().returning(|_| Ok(None));
+        runs.expect_record_output().returning(|_, _| Ok(true));
         Self {
             runs,
             registry: MockFlowRegistry::new(),
@@ -300,7 +305,7 @@ struct Nothing;
 
 #[async_trait]
 impl Flow for Nothing {
-    async fn run(&mut self) -> Result<(), FlowError> {
+    async fn run(&mut self, _context: &mut RunContext) -> Result<(), FlowError> {
         Ok(())
     }
 }
@@ -1039,7 +1044,7 @@ struct Forever;
 
 #[async_trait]
 impl Flow for Forever {
-    async fn run(&mut self) -> Result<(), FlowError> {
+    async fn run(&mut self, _context: &mut RunContext) -> Result<(), FlowError> {
         std::future::pending::<()>().await;
         Ok(())
     }
@@ -1062,7 +1067,7 @@ async fn a_flow_that_ends_without_yielding_leaves_the_lease_keeper_unarmed() {
     struct AtOnce;
     #[async_trait]
     impl Flow for AtOnce {
-        async fn run(&mut self) -> Result<(), FlowError> {
+        async fn run(&mut self, _context: &mut RunContext) -> Result<(), FlowError> {
             Ok(())
         }
     }
@@ -1081,7 +1086,7 @@ struct Sleeps(Duration);
 
 #[async_trait]
 impl Flow for Sleeps {
-    async fn run(&mut self) -> Result<(), FlowError> {
+    async fn run(&mut self, _context: &mut RunContext) -> Result<(), FlowError> {
         tokio::time::sleep(self.0).await;
         Ok(())
     }
@@ -1138,6 +1143,9 @@ impl RunRepository for SlowRenewals {
         run_id: RunId,
     ) -> Result<Option<crate::model::CancelRequest>, RepositoryError> {
         self.inner.cancel_request(run_id).await
+    }
+    async fn record_output(&self, run_id: RunId, output: &str) -> Result<bool, RepositoryError> {
+        self.inner.record_output(run_id, output).await
     }
     async fn find_run(&self, id: RunId) -> Result<Option<RunRecord>, RepositoryError> {
         self.inner.find_run(id).await
@@ -1218,7 +1226,7 @@ async fn a_run_already_due_when_its_flow_first_yields_is_renewed_at_once() {
     struct SlowStart;
     #[async_trait]
     impl Flow for SlowStart {
-        async fn run(&mut self) -> Result<(), FlowError> {
+        async fn run(&mut self, _context: &mut RunContext) -> Result<(), FlowError> {
             // 25 s pass before the flow first yields: the lease is already due (every 20 s).
             tokio::time::advance(Duration::from_secs(25)).await;
             tokio::time::sleep(Duration::from_secs(30)).await;
@@ -1235,7 +1243,7 @@ async fn a_flow_blocking_its_thread_before_yielding_still_has_its_lease_renewed(
     struct Blocking;
     #[async_trait]
     impl Flow for Blocking {
-        async fn run(&mut self) -> Result<(), FlowError> {
+        async fn run(&mut self, _context: &mut RunContext) -> Result<(), FlowError> {
             // Synchronous work before the first `.await`: the flow's worker thread polls nothing else.
             std::thread::sleep(Duration::from_millis(1500));
             Ok(())
@@ -1347,4 +1355,184 @@ async fn an_aborting_process_records_running_flows_as_interrupted() {
             .expect("message")
             .starts_with("interrupted: the process running the flow was stopped")
     );
+}
+
+// The run context.
+
+/// What a flow saw of its run: its id, attempt and stored state.
+type Seen = Option<(RunId, u32, Option<Value>)>;
+
+/// Logs a line, checks what it was given, saves state, then does `then`.
+struct Contextual {
+    then: Behaviour,
+    seen: Arc<Mutex<Seen>>,
+}
+
+#[async_trait]
+impl Flow for Contextual {
+    async fn run(&mut self, context: &mut RunContext) -> Result<(), FlowError> {
+        *self.seen.lock().expect("seen lock") =
+            Some((context.run_id(), context.attempt(), context.state().cloned()));
+        context.log("copied 3 rows");
+        context.output().write("cursor at 42\n");
+        context.set_state(json!({"cursor": 42}));
+        match self.then {
+            Behaviour::Succeed => Ok(()),
+            Behaviour::Fail => Err(FlowError::msg("the sink went away")),
+            Behaviour::Panic => panic!("the flow panicked"),
+        }
+    }
+}
+
+async fn run_contextual(then: fn() -> Behaviour) -> (RunOutcome, Seen) {
+    let mut h = Harness::new();
+    h.expect_start();
+    let seen = Arc::new(Mutex::new(None));
+    let slot = Arc::clone(&seen);
+    h.registry.expect_build().returning(move |_, _| {
+        Ok(Box::new(Contextual {
+            then: then(),
+            seen: Arc::clone(&slot),
+        }))
+    });
+    let outcome = h.expect_finish();
+    let (executor, _, _) = h.executor();
+    let mut flow = data_flow(json!("Copy"));
+    flow.state = Some(json!({"cursor": 7}));
+    let _ = executor.execute(&flow).await;
+    let seen = seen.lock().expect("seen lock").clone();
+    (captured(&outcome), seen)
+}
+
+#[tokio::test]
+async fn a_flow_gets_its_run_and_state_and_its_output_and_new_state_are_recorded_with_a_success() {
+    let (outcome, seen) = run_contextual(|| Behaviour::Succeed).await;
+    assert_eq!(seen, Some((RUN_ID, 1, Some(json!({"cursor": 7})))));
+    assert_eq!(outcome.status, LastRunStatus::Success);
+    assert_eq!(outcome.output, "copied 3 rows\ncursor at 42\n");
+    assert_eq!(outcome.state, Some(json!({"cursor": 42})));
+}
+
+#[tokio::test]
+async fn a_failed_run_keeps_its_output_but_saves_no_state() {
+    for then in [(|| Behaviour::Fail) as fn() -> Behaviour, || Behaviour::Panic] {
+        let (outcome, _) = run_contextual(then).await;
+        assert_eq!(outcome.status, LastRunStatus::Failed);
+        assert_eq!(outcome.output, "copied 3 rows\ncursor at 42\n");
+        assert_eq!(outcome.state, None, "the stored state stays as it was");
+    }
+}
+
+/// Waits for its cancellation, then cleans up (for `cleanup`) and returns, or ignores it.
+struct Stoppable {
+    honours_cancel: bool,
+    cleanup: Duration,
+}
+
+#[async_trait]
+impl Flow for Stoppable {
+    async fn run(&mut self, context: &mut RunContext) -> Result<(), FlowError> {
+        context.log("working");
+        if self.honours_cancel {
+            context.cancelled().await;
+            tokio::time::sleep(self.cleanup).await;
+            context.log("cleaned up");
+            Ok(())
+        } else {
+            tokio::time::sleep(Duration::from_secs(100_000)).await;
+            context.log("never reached");
+            Ok(())
+        }
+    }
+}
+
+async fn timed_out(flow: fn() -> Stoppable) -> (RunOutcome, Duration) {
+    let mut h = Harness::new();
+    h.expect_start();
+    h.registry
+        .expect_build()
+        .returning(move |_, _| Ok(Box::new(flow())));
+    let outcome = h.expect_finish();
+    let (executor, _, _) = h.executor();
+    let mut data = data_flow(json!("Copy"));
+    data.timeout = Some(crate::model::Timeout::from_secs(10).expect("valid"));
+    let began = tokio::time::Instant::now();
+    let result = executor.execute(&data).await;
+    assert!(matches!(
+        result,
+        Err(ExecuteError::Failed {
+            failure: FlowFailure::TimedOut(_),
+            ..
+        })
+    ));
+    (captured(&outcome), began.elapsed())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timed_out_flow_is_told_to_stop_and_may_clean_up_before_it_is_dropped() {
+    let (outcome, took) = timed_out(|| Stoppable {
+        honours_cancel: true,
+        cleanup: Duration::from_secs(1),
+    })
+    .await;
+    assert_eq!(outcome.failure_kind, Some(crate::model::FailureKind::Timeout));
+    assert_eq!(outcome.output, "working\ncleaned up\n");
+    assert_eq!(
+        took,
+        Duration::from_secs(11),
+        "the timeout, then its own clean-up"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flow_that_ignores_its_cancellation_is_dropped_after_the_stop_grace() {
+    let (outcome, took) = timed_out(|| Stoppable {
+        honours_cancel: false,
+        cleanup: Duration::ZERO,
+    })
+    .await;
+    assert_eq!(outcome.failure_kind, Some(crate::model::FailureKind::Timeout));
+    assert_eq!(outcome.output, "working\n");
+    assert_eq!(
+        took,
+        Duration::from_secs(10) + crate::executor::DEFAULT_STOP_GRACE
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_running_flows_output_is_written_in_batches_while_it_runs() {
+    let mut h = Harness::new();
+    let flushed = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&flushed);
+    h.runs.checkpoint();
+    h.runs.expect_cancel_request().returning(|_| Ok(None));
+    h.runs.expect_record_output().returning(move |_, output| {
+        log.lock().expect("log lock").push(output.to_owned());
+        Ok(true)
+    });
+    h.expect_start();
+    struct Chatty;
+    #[async_trait]
+    impl Flow for Chatty {
+        async fn run(&mut self, context: &mut RunContext) -> Result<(), FlowError> {
+            for i in 0..3 {
+                context.log(format!("batch {i}"));
+                tokio::time::sleep(Duration::from_millis(2500)).await;
+            }
+            Ok(())
+        }
+    }
+    h.registry.expect_build().returning(|_, _| Ok(Box::new(Chatty)));
+    let outcome = h.expect_finish();
+    let (executor, _, _) = h.executor();
+    executor
+        .execute(&data_flow(json!("Copy")))
+        .await
+        .expect("succeeds");
+    assert_eq!(
+        *flushed.lock().expect("log lock"),
+        ["batch 0\n", "batch 0\nbatch 1\n", "batch 0\nbatch 1\nbatch 2\n"],
+        "written every 2 s when it grew"
+    );
+    assert_eq!(captured(&outcome).output, "batch 0\nbatch 1\nbatch 2\n");
 }

@@ -1,24 +1,22 @@
 //! Flows: the code a data flow runs, the error it returns, and the registry that builds it by class name.
 
-use std::collections::BTreeMap;
 use std::error::Error as StdError;
 use std::fmt;
-use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde_json::Value;
 use thiserror::Error;
 
-use crate::trace::FlowTrace;
-
-/// This file as the debug information names it; the frames of `FlowError`'s constructors are not the flow's.
-pub(crate) const SOURCE_FILE: &str = file!();
+use crate::context::RunContext;
+use crate::trace::{FlowTrace, Origin};
 
 /// A runnable flow, built by a [`FlowRegistry`] from a class name and the flow's whole configuration.
 #[async_trait]
 pub trait Flow: Send {
     /// Does the flow's work. An `Err` ends the run as `failed`; so does a panic.
-    async fn run(&mut self) -> Result<(), FlowError>;
+    ///
+    /// `context` carries the run's id and attempt, its cancellation signal, its recorded output and the
+    /// flow's persisted state.
+    async fn run(&mut self, context: &mut RunContext) -> Result<(), FlowError>;
 }
 
 /// The error a flow returns: any error type, with the flow's stack trace taken where it was converted with
@@ -45,7 +43,10 @@ impl FlowError {
     pub fn from_boxed(error: Box<dyn StdError + Send + Sync + 'static>) -> Self {
         Self {
             inner: error,
-            trace: FlowTrace::capture(),
+            trace: FlowTrace::capture_from(Origin {
+                file: file!(),
+                function_prefix: std::any::type_name::<FlowError>(),
+            }),
         }
     }
 
@@ -141,97 +142,9 @@ impl fmt::Debug for FlowError {
 #[error("{0}")]
 pub struct FlowMessage(pub String);
 
-/// Why a flow could not be built from its class name and configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum BuildFlowError {
-    /// No class of that name is registered.
-    #[error("unknown flow class `{class}` (registered: {})", known.join(", "))]
-    UnknownClass {
-        /// The name asked for.
-        class: String,
-        /// The registered names, sorted.
-        known: Vec<String>,
-    },
-    /// The class exists but refused the configuration.
-    #[error("invalid configuration for flow class `{class}`: {reason}")]
-    InvalidConfiguration {
-        /// The class.
-        class: String,
-        /// What is wrong, for a person.
-        reason: String,
-    },
-}
-
-/// Turns a class name plus a flow's whole configuration into a runnable [`Flow`].
-#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
-pub trait FlowRegistry: Send + Sync {
-    /// Builds the flow.
-    ///
-    /// MUST return [`BuildFlowError::UnknownClass`] for a name that is not registered, and
-    /// [`BuildFlowError::InvalidConfiguration`] when the class refuses the configuration.
-    fn build(&self, class_name: &str, configuration: &Value) -> Result<Box<dyn Flow>, BuildFlowError>;
-
-    /// The registered class names, sorted.
-    fn class_names(&self) -> Vec<String>;
-}
-
-/// Builds one class of flow from the flow's whole configuration.
-pub type FlowConstructor = Arc<dyn Fn(&Value) -> Result<Box<dyn Flow>, String> + Send + Sync + 'static>;
-
-/// The plain [`FlowRegistry`]: a map from class name to constructor. Applications add their own classes
-/// with [`ClassRegistry::register`].
-#[derive(Clone, Default)]
-pub struct ClassRegistry {
-    classes: BTreeMap<String, FlowConstructor>,
-}
-
-impl ClassRegistry {
-    /// An empty registry.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Registers (or replaces) a class. The constructor gets the flow's whole configuration and returns a
-    /// message for a person when it refuses it.
-    pub fn register<F>(&mut self, class_name: impl Into<String>, constructor: F) -> &mut Self
-    where
-        F: Fn(&Value) -> Result<Box<dyn Flow>, String> + Send + Sync + 'static,
-    {
-        self.classes.insert(class_name.into(), Arc::new(constructor));
-        self
-    }
-}
-
-impl fmt::Debug for ClassRegistry {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.classes.keys()).finish()
-    }
-}
-
-impl FlowRegistry for ClassRegistry {
-    fn build(&self, class_name: &str, configuration: &Value) -> Result<Box<dyn Flow>, BuildFlowError> {
-        let constructor = self
-            .classes
-            .get(class_name)
-            .ok_or_else(|| BuildFlowError::UnknownClass {
-                class: class_name.to_owned(),
-                known: self.class_names(),
-            })?;
-        constructor(configuration).map_err(|reason| BuildFlowError::InvalidConfiguration {
-            class: class_name.to_owned(),
-            reason,
-        })
-    }
-
-    fn class_names(&self) -> Vec<String> {
-        self.classes.keys().cloned().collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[derive(Debug, Error)]
     #[error("disk full")]
@@ -240,15 +153,6 @@ mod tests {
     #[derive(Debug, Error)]
     #[error("write failed")]
     struct WriteFailed(#[source] DiskFull);
-
-    struct Nothing;
-
-    #[async_trait]
-    impl Flow for Nothing {
-        async fn run(&mut self) -> Result<(), FlowError> {
-            Ok(())
-        }
-    }
 
     // Not inlined, so that the trace names it in every build.
     #[inline(never)]
@@ -274,25 +178,5 @@ mod tests {
         );
         assert!(report.contains("\n\nBacktrace:\n   0: "), "{report}");
         assert!(error.downcast::<WriteFailed>().is_ok());
-    }
-
-    #[test]
-    fn registry_builds_known_classes_and_names_the_known_ones_otherwise() {
-        let mut registry = ClassRegistry::new();
-        registry.register("Nothing", |_| Ok(Box::new(Nothing)));
-        registry.register("Picky", |_| Err("needs a table".into()));
-        assert!(registry.build("Nothing", &json!({})).is_ok());
-        assert_eq!(
-            registry.build("Picky", &json!({})).err(),
-            Some(BuildFlowError::InvalidConfiguration {
-                class: "Picky".into(),
-                reason: "needs a table".into()
-            })
-        );
-        let unknown = registry.build("Missing", &json!({})).err().expect("unknown");
-        assert_eq!(
-            unknown.to_string(),
-            "unknown flow class `Missing` (registered: Nothing, Picky)"
-        );
     }
 }

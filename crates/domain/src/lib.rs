@@ -4,6 +4,7 @@
 //! Nothing here knows about databases, HTTP or the command line; adapters implement the ports in
 //! `flowrun-infra`. With the `mock` feature the ports come with mockall mocks (`MockRunRepository`, …).
 
+pub mod context;
 pub mod duration;
 pub mod executor;
 pub mod flow;
@@ -12,14 +13,16 @@ pub mod management;
 pub mod model;
 mod panic;
 pub mod ports;
+pub mod registry;
 pub mod schedule;
 pub mod scheduler;
 pub mod shutdown;
 pub mod trace;
 
+pub use context::{Cancellation, MAX_OUTPUT_BYTES, RunContext, RunOutput};
 pub use duration::{DurationError, MAX_DURATION_SECS, format_duration, parse_duration};
 pub use executor::{ClaimedRun, ExecuteError, FlowExecutor, FlowFailure, FlowPanic, LeaseSettings};
-pub use flow::{BuildFlowError, ClassRegistry, Flow, FlowError, FlowMessage, FlowRegistry};
+pub use flow::{Flow, FlowError, FlowMessage};
 pub use management::{CreateFlow, DeletedFlow, FlowManagement, FlowUpdate, ManagementError, PruneRequest};
 pub use model::{
     CancelRequest, ConfigurationError, DataFlow, DataFlowId, DataFlowRun, FailureKind, FlowName,
@@ -31,6 +34,9 @@ pub use ports::{
     RepositoryError, RunFilter, RunRecord, RunRepository, StartRun, StartRunError,
 };
 pub use ports::{FlowChanges, PruneRuns, ScheduleChange};
+pub use registry::{
+    BuildFlowError, ClassInfo, ClassRegistry, FlowClass, FlowRegistry, SettingInfo, settings_of,
+};
 pub use schedule::{CronSchedule, MAX_INTERVAL_SECS, MAX_UPCOMING, Schedule, ScheduleError};
 pub use scheduler::{
     CycleError, CycleHealth, Dispatch, HeartbeatReport, RunEnd, Scheduler, StartNowError, TriggeredRun,
@@ -39,9 +45,9 @@ pub use shutdown::{Phase, ShutdownController, ShutdownSignal};
 pub use trace::{FlowTrace, TraceEnd, TraceFrame};
 
 #[cfg(any(test, feature = "mock"))]
-pub use flow::MockFlowRegistry;
-#[cfg(any(test, feature = "mock"))]
 pub use ports::{MockClock, MockDataFlowRepository, MockRunRepository};
+#[cfg(any(test, feature = "mock"))]
+pub use registry::MockFlowRegistry;
 
 #[cfg(test)]
 mod executor_tests;

@@ -9,7 +9,6 @@ use chrono::TimeDelta;
 use serde_json::{Map, Value};
 use thiserror::Error;
 
-use crate::flow::{BuildFlowError, FlowRegistry};
 use crate::model::{
     DataFlow, FlowName, NewDataFlow, RetryPolicy, RunId, RunInterval, RunStatus, Timeout, ValidationError,
 };
@@ -17,6 +16,7 @@ use crate::ports::{
     Clock, CreateDataFlowError, DataFlowRepository, FlowChanges, PruneRuns, RepositoryError, RunFilter,
     RunRepository, ScheduleChange,
 };
+use crate::registry::{BuildFlowError, FlowRegistry};
 use crate::schedule::Schedule;
 
 /// Why a management operation was refused or failed; nothing was stored. Every variant but
@@ -203,7 +203,7 @@ impl FlowManagement {
         }
         object.insert("class_name".to_owned(), Value::String(class.to_owned()));
         let configuration = Value::Object(object);
-        self.registry.build(class, &configuration)?;
+        self.registry.check(class, &configuration)?;
         Ok(configuration)
     }
 
@@ -385,23 +385,13 @@ fn json_kind(value: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::{Flow, FlowError, MockFlowRegistry};
     use crate::model::DataFlowId;
     use crate::ports::{MockClock, MockDataFlowRepository, MockRunRepository};
+    use crate::registry::MockFlowRegistry;
     use crate::schedule::CronSchedule;
-    use async_trait::async_trait;
     use chrono::{DateTime, TimeZone, Utc};
     use mockall::predicate::eq;
     use serde_json::json;
-
-    struct Nothing;
-
-    #[async_trait]
-    impl Flow for Nothing {
-        async fn run(&mut self) -> Result<(), FlowError> {
-            Ok(())
-        }
-    }
 
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0)
@@ -421,6 +411,7 @@ mod tests {
             timeout: None,
             retry: RetryPolicy::NONE,
             pending_retry: None,
+            state: None,
             last_run_at: None,
             last_run_status: None,
             created_at: now() - TimeDelta::days(1),
@@ -434,13 +425,13 @@ mod tests {
         registry
             .expect_class_names()
             .returning(|| vec!["Noop".into(), "Sleep".into()]);
-        registry.expect_build().returning(|class, configuration| {
+        registry.expect_check().returning(|class, configuration| {
             let extra = configuration
                 .as_object()
                 .map_or(0, |o| o.keys().filter(|k| *k != "class_name").count());
             match class {
-                "Sleep" if configuration.get("seconds").is_some() => Ok(Box::new(Nothing) as Box<dyn Flow>),
-                "Noop" if extra == 0 => Ok(Box::new(Nothing)),
+                "Sleep" if configuration.get("seconds").is_some() => Ok(()),
+                "Noop" if extra == 0 => Ok(()),
                 _ => Err(BuildFlowError::InvalidConfiguration {
                     class: class.into(),
                     reason: "refused".into(),
@@ -728,6 +719,7 @@ mod tests {
                         trigger: crate::model::Trigger::Manual,
                         failure_kind: None,
                         cancel_requested: None,
+                        output: String::new(),
                         created_at: now(),
                         updated_at: now(),
                     },

@@ -450,6 +450,9 @@ pub struct DataFlow {
     pub retry: RetryPolicy,
     /// The retry of a failed run waiting for its time, if any.
     pub pending_retry: Option<PendingRetry>,
+    /// What the flow's last successful run saved with [`crate::RunContext::set_state`] (an incremental
+    /// copy's cursor, say); `None` until one did.
+    pub state: Option<Value>,
     /// When its last run ended.
     pub last_run_at: Option<DateTime<Utc>>,
     /// How its last run ended.
@@ -524,6 +527,9 @@ pub struct DataFlowRun {
     pub failure_kind: Option<FailureKind>,
     /// When someone asked to cancel it, and who.
     pub cancel_requested: Option<CancelRequest>,
+    /// What the flow wrote into the run's output (bounded, see [`crate::MAX_OUTPUT_BYTES`]); empty when it
+    /// wrote nothing. Written in batches while the run is in progress, and whole with its end.
+    pub output: String,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Last change.
@@ -656,6 +662,7 @@ impl DataFlowRun {
         self.error_message.clone_from(&outcome.error_message);
         self.error_backtrace.clone_from(&outcome.error_backtrace);
         self.failure_kind = outcome.failure_kind;
+        self.output.clone_from(&outcome.output);
         self
     }
 }
@@ -675,6 +682,10 @@ pub struct RunOutcome {
     pub failure_kind: Option<FailureKind>,
     /// The retry this failure schedules on the flow, if its policy allows one; recorded with the end.
     pub retry: Option<PendingRetry>,
+    /// The run's whole output, recorded with the end.
+    pub output: String,
+    /// The state to save on the flow with a success; `None` keeps the stored state.
+    pub state: Option<Value>,
 }
 
 impl RunOutcome {
@@ -687,6 +698,8 @@ impl RunOutcome {
             error_backtrace: None,
             failure_kind: None,
             retry: None,
+            output: String::new(),
+            state: None,
         }
     }
 
@@ -700,7 +713,23 @@ impl RunOutcome {
             error_backtrace: Some(backtrace),
             failure_kind: Some(FailureKind::Error),
             retry: None,
+            output: String::new(),
+            state: None,
         }
+    }
+
+    /// The same outcome with the run's output.
+    pub fn with_output(mut self, output: String) -> Self {
+        self.output = output;
+        self
+    }
+
+    /// The same success, saving `state` on the flow (a failure never saves state).
+    pub fn with_state(mut self, state: Option<Value>) -> Self {
+        if self.status == LastRunStatus::Success {
+            self.state = state;
+        }
+        self
     }
 
     /// The same failure, scheduling `retry`.

@@ -14,10 +14,7 @@ use std::sync::Once;
 use std::task::{Context, Poll};
 
 use crate::executor::FlowPanic;
-use crate::trace::FlowTrace;
-
-/// This file as the debug information names it: the hook's frames precede a flow's, `catch` follows them.
-pub(crate) const SOURCE_FILE: &str = file!();
+use crate::trace::{FlowTrace, Origin, flow_boundary};
 
 thread_local! {
     static CAPTURING: Cell<bool> = const { Cell::new(false) };
@@ -36,7 +33,10 @@ fn install_hook() {
                     location: info
                         .location()
                         .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column())),
-                    backtrace: Some(FlowTrace::capture()),
+                    backtrace: Some(FlowTrace::capture_from(Origin {
+                        file: file!(),
+                        function_prefix: std::any::type_name_of_val(&install_hook),
+                    })),
                 };
                 LAST_PANIC.with(|last| *last.borrow_mut() = Some(report));
             } else {
@@ -89,7 +89,12 @@ impl<T> Future for CatchPanic<'_, T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let inner = &mut self.inner;
-        match catch(|| inner.as_mut().poll(cx)) {
+        let polled = catch(|| {
+            let mut polled = Poll::Pending;
+            flow_boundary(&mut || polled = inner.as_mut().poll(cx));
+            polled
+        });
+        match polled {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
             Err(report) => Poll::Ready(Err(report)),

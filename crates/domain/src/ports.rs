@@ -283,9 +283,9 @@ pub trait RunRepository: Send + Sync {
     /// without writing anything.
     async fn start_run(&self, request: StartRun) -> Result<DataFlowRun, StartRunError>;
 
-    /// Records a run's end, in one transaction: the run (status, `ended_at`, error) only if it is still
-    /// `in_progress`, and the flow's `last_run_at`/`last_run_status` and pending retry (the outcome's, or
-    /// none), releasing the flow.
+    /// Records a run's end, in one transaction: the run (status, `ended_at`, error, output) only if it is
+    /// still `in_progress`, and the flow's `last_run_at`/`last_run_status`, pending retry (the outcome's, or
+    /// none) and, when the outcome carries one, its new state, releasing the flow.
     ///
     /// MUST return [`FinishRunError::NotInProgress`], writing nothing, when the run was reaped or finished.
     async fn finish_run(
@@ -321,6 +321,11 @@ pub trait RunRepository: Send + Sync {
 
     /// The cancel request recorded on a run, if any: what the process running it polls.
     async fn cancel_request(&self, run_id: RunId) -> Result<Option<CancelRequest>, RepositoryError>;
+
+    /// Replaces the output of a run that is still `in_progress` with `output` (its whole output so far),
+    /// so others can follow a long run. Returns whether the run was in progress; an ended run keeps the
+    /// output recorded with its end.
+    async fn record_output(&self, run_id: RunId, output: &str) -> Result<bool, RepositoryError>;
 
     /// A run with its flow's name.
     async fn find_run(&self, id: RunId) -> Result<Option<RunRecord>, RepositoryError>;

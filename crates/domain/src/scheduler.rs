@@ -350,10 +350,12 @@ mod tests {
     use tokio::sync::watch;
 
     use super::*;
+    use crate::context::RunContext;
     use crate::executor::LeaseSettings;
-    use crate::flow::{ClassRegistry, Flow, FlowError};
+    use crate::flow::{Flow, FlowError};
     use crate::model::{DataFlowId, LeaseOwner, RetryPolicy, RunInterval, RunStatus};
     use crate::ports::{MockClock, MockDataFlowRepository, MockRunRepository, StartRunError};
+    use crate::registry::ClassRegistry;
 
     fn at(secs: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(1_800_000_000 + secs, 0)
@@ -373,6 +375,7 @@ mod tests {
             timeout: None,
             retry: RetryPolicy::NONE,
             pending_retry: None,
+            state: None,
             last_run_at: None,
             last_run_status: None,
             created_at: at(0),
@@ -385,7 +388,7 @@ mod tests {
 
     #[async_trait]
     impl Flow for Held {
-        async fn run(&mut self) -> Result<(), FlowError> {
+        async fn run(&mut self, _context: &mut RunContext) -> Result<(), FlowError> {
             let _ = self.0.wait_for(|open| *open).await;
             Ok(())
         }
@@ -396,7 +399,7 @@ mod tests {
 
     #[async_trait]
     impl Flow for Quick {
-        async fn run(&mut self) -> Result<(), FlowError> {
+        async fn run(&mut self, _context: &mut RunContext) -> Result<(), FlowError> {
             Ok(())
         }
     }
@@ -433,6 +436,7 @@ mod tests {
                 trigger: request.trigger,
                 failure_kind: None,
                 cancel_requested: None,
+                output: String::new(),
                 created_at: request.started_at,
                 updated_at: request.started_at,
             })
@@ -443,8 +447,8 @@ mod tests {
         let mut clock = MockClock::new();
         clock.expect_now().returning(|| at(10));
         let mut registry = ClassRegistry::new();
-        registry.register("Held", move |_| Ok(Box::new(Held(gate.clone()))));
-        registry.register("Quick", |_| Ok(Box::new(Quick)));
+        registry.register_fn("Held", move |_| Ok(Box::new(Held(gate.clone()))));
+        registry.register_fn("Quick", |_| Ok(Box::new(Quick)));
         let runs: Arc<dyn RunRepository> = Arc::new(runs);
         let clock: Arc<dyn Clock> = Arc::new(clock);
         let executor = FlowExecutor::new(

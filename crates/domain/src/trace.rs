@@ -5,6 +5,12 @@
 //! conversion, or the panic machinery and hook), then the flow's own code, then the executor and the async
 //! runtime, which are the same for every run. Only the middle part says anything about the failure.
 //!
+//! The parts are found without knowing who calls: the walk starts below its own frame and stops at
+//! [`flow_boundary`], the frame the executor calls every flow through, both recognised by their code
+//! address (as std's `__rust_begin_short_backtrace` marks where a short backtrace ends). The caller that
+//! takes the trace names itself with an [`Origin`] (its `file!()` and type name), so its frames and the
+//! standard library's above the flow are left out.
+//!
 //! Why the trace is resolved while the stack is walked instead of capturing a whole
 //! `std::backtrace::Backtrace` and trimming its text: the walk stops at the first executor frame, so the
 //! ~70 runtime frames below it are never unwound, symbolized, demangled or formatted. Measured with
@@ -57,16 +63,40 @@ pub struct FlowTrace {
 }
 
 impl FlowTrace {
-    /// Takes the trace of the calling code, skipping the frames that take it and stopping at the executor.
+    /// Takes the trace of the calling code, stopping at the executor's [`flow_boundary`].
+    #[inline(never)]
+    pub fn capture() -> Self {
+        Self::capture_from(Origin::NONE)
+    }
+
+    /// Takes the trace of the code that called `origin`'s code, leaving out `origin`'s frames and the
+    /// standard library's above the first frame of that code, and stopping at the executor's
+    /// [`flow_boundary`].
     ///
     /// The first call in a process loads the binary's debug information (about 0.1 s and a cache of some
     /// 100 MB for a binary built with line tables); later calls take microseconds.
     #[inline(never)]
-    pub fn capture() -> Self {
-        let mut trimmer = Trimmer::default();
+    pub fn capture_from(origin: Origin) -> Self {
+        let walker = Self::capture_from as *const () as usize;
+        let plain_capture = Self::capture as *const () as usize;
+        let boundary = flow_boundary as *const () as usize;
+        let mut trimmer = Trimmer::new(origin);
         let mut frames = Vec::new();
         let mut end = TraceEnd::Complete;
+        let mut past_walker = false;
         backtrace::trace(|frame| {
+            let address = frame.symbol_address() as usize;
+            if !past_walker {
+                past_walker = address == walker;
+                return true;
+            }
+            if address == plain_capture {
+                return true;
+            }
+            if address == boundary {
+                end = TraceEnd::Executor;
+                return false;
+            }
             let symbols = resolved(frame);
             let unresolved = [Symbol::default()];
             let symbols = if symbols.is_empty() {
@@ -78,10 +108,6 @@ impl FlowTrace {
                 let function = symbol.function.as_deref().unwrap_or(UNKNOWN);
                 match trimmer.step(function, symbol.file.as_deref()) {
                     Step::Skip => {}
-                    Step::Stop => {
-                        end = TraceEnd::Executor;
-                        return false;
-                    }
                     Step::Keep if frames.len() == MAX_TRACE_FRAMES => {
                         end = TraceEnd::Limit;
                         return false;
@@ -149,46 +175,39 @@ impl fmt::Display for FlowTrace {
 
 const UNKNOWN: &str = "<unknown>";
 
-/// The frame that walks the stack; every frame above it belongs to the `backtrace` crate and the unwinder.
-/// A build with `debug = "line-tables-only"` names it only `capture` (line tables keep no module paths),
-/// so it is recognised by its file, and by this name only where there is no debug information at all.
-const WALKER: &str = "flowrun_domain::trace::FlowTrace::capture";
+/// Who takes a trace: its frames (and the standard library's) on top of the stack are not the flow's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// The caller's source file, its `file!()`: functions inlined into the flow's code, and every function
+    /// of a crate built with `debug = "line-tables-only"`, are named without their module path
+    /// (`from<my_app::Error>`), so for them the file is the only sign of where they belong.
+    pub file: &'static str,
+    /// How the caller's functions are named, for example `std::any::type_name::<FlowError>()`.
+    pub function_prefix: &'static str,
+}
 
-/// This file as the debug information names it: the walker's file.
-const TRACE_FILE: &str = file!();
+impl Origin {
+    /// No caller to leave out: only the walk's own frames and the standard library's are skipped.
+    pub const NONE: Origin = Origin {
+        file: "",
+        function_prefix: "",
+    };
+}
 
-/// How the functions between the walk and the flow begin — the `FlowError` constructors and the `?`
-/// conversion, the panic machinery and flowrun's panic hook — once a leading `<` is dropped (`<T as
-/// Trait>::f`). Prefixes, not substrings: this runs for every such frame of every failure.
-const CAPTURE_PREFIXES: [&str; 11] = [
-    "flowrun_domain::flow::FlowError",
-    "flowrun_domain::panic::install_hook",
-    "core::result::Result",
-    "std::panicking::",
-    "std::panic::",
-    "std::sys::backtrace::",
-    "core::panicking::",
-    "__rustc::rust_begin_unwind",
-    "rust_begin_unwind",
-    "core::ops::function::Fn",
-    "alloc::boxed::Box",
-];
+/// How the standard library's functions that may sit between the origin and the flow begin (the `?`
+/// conversion, the panic machinery), once a leading `<` is dropped.
+const STD_PREFIXES: [&str; 5] = ["core::", "std::", "alloc::", "__rustc::", "rust_begin_unwind"];
 
-/// Source files of the capture machinery. Inlined functions, and every function of a crate built with
-/// `debug = "line-tables-only"` (flowrun's release profile), are named without their module path
-/// (`from<my_app::Error>`, `from_boxed`), so for them the file is the only sign of where they belong.
-const CAPTURE_FILES: [&str; 6] = [
-    TRACE_FILE,
-    crate::flow::SOURCE_FILE,
-    crate::panic::SOURCE_FILE,
-    "library/core/src/result.rs",
-    "library/core/src/panicking.rs",
-    "library/std/src/panicking.rs",
-];
+/// The standard library's source directories, as its debug information names them.
+const STD_DIRS: [&str; 3] = ["/library/core/", "/library/std/", "/library/alloc/"];
 
-/// How the functions and source files begin where the flow's code ends and the executor's begins.
-const EXECUTOR_PREFIXES: [&str; 2] = ["flowrun_domain::panic::", "flowrun_domain::executor::"];
-const EXECUTOR_FILES: [&str; 2] = [crate::panic::SOURCE_FILE, crate::executor::SOURCE_FILE];
+/// The frame the executor polls (and builds) every flow through; a trace stops here. Recognised by its
+/// address, so it must stay a real, non-generic function and must not be a tail call.
+#[inline(never)]
+pub fn flow_boundary(inside: &mut dyn FnMut()) {
+    inside();
+    std::hint::black_box(());
+}
 
 /// Whether `file` ends with the path `suffix` at a component boundary: `crates/domain/src/flow.rs`
 /// matches the absolute path in the debug information, `my_crates/domain/src/flow.rs` does not. On bytes,
@@ -199,11 +218,6 @@ fn file_ends_with(file: &Path, suffix: &str) -> bool {
     let suffix = suffix.as_bytes();
     file.ends_with(suffix)
         && (file.len() == suffix.len() || matches!(file[file.len() - suffix.len() - 1], b'/' | b'\\'))
-}
-
-fn has_prefix(function: &str, prefixes: &[&str]) -> bool {
-    let function = function.strip_prefix('<').unwrap_or(function);
-    prefixes.iter().any(|prefix| function.starts_with(prefix))
 }
 
 /// Whether a function is named without its module path, as inlined functions are (`new<my_app::Error>`).
@@ -261,50 +275,62 @@ fn resolved(frame: &backtrace::Frame) -> Arc<[Symbol]> {
 enum Step {
     Skip,
     Keep,
-    Stop,
 }
 
-/// Sorts the symbols of a stack, innermost first, into the three parts.
-#[derive(Debug, Default)]
+/// Sorts the symbols between the walk and the executor, innermost first: first the origin's and the
+/// standard library's (skipped), then the flow's (kept).
+#[derive(Debug)]
 struct Trimmer {
-    past_walker: bool,
+    origin: Origin,
     in_flow: bool,
 }
 
 impl Trimmer {
+    fn new(origin: Origin) -> Self {
+        Self {
+            origin,
+            in_flow: false,
+        }
+    }
+
     fn step(&mut self, function: &str, file: Option<&Path>) -> Step {
-        let file_is = |files: &[&str]| file.is_some_and(|file| files.iter().any(|f| file_ends_with(file, f)));
-        if !self.past_walker {
-            self.past_walker = match file {
-                Some(_) => file_is(&[TRACE_FILE]),
-                None => function.contains(WALKER),
-            };
-            return Step::Skip;
+        if self.in_flow {
+            return Step::Keep;
         }
-        if !self.in_flow {
-            // An unresolved frame above the flow's code belongs to the unwinder, not to the flow.
-            let capture = function == UNKNOWN
-                || has_prefix(function, &CAPTURE_PREFIXES)
-                || (is_short(function) && file_is(&CAPTURE_FILES));
-            if capture {
-                return Step::Skip;
-            }
-            self.in_flow = true;
-        }
-        if file_is(&EXECUTOR_FILES) || has_prefix(function, &EXECUTOR_PREFIXES) {
-            Step::Stop
+        let bare = function.strip_prefix('<').unwrap_or(function);
+        let origin = &self.origin;
+        let above_flow = function == UNKNOWN
+            || STD_PREFIXES.iter().any(|prefix| bare.starts_with(prefix))
+            || (!origin.function_prefix.is_empty() && bare.starts_with(origin.function_prefix))
+            || file.is_some_and(|file| {
+                let path = file.as_os_str().as_encoded_bytes();
+                STD_DIRS.iter().any(|dir| contains(path, dir.as_bytes()))
+                    || (is_short(function) && !origin.file.is_empty() && file_ends_with(file, origin.file))
+            });
+        if above_flow {
+            Step::Skip
         } else {
+            self.in_flow = true;
             Step::Keep
         }
     }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn steps(symbols: &[(&str, Option<&str>)]) -> Vec<Step> {
-        let mut trimmer = Trimmer::default();
+    const FLOW_ERROR: Origin = Origin {
+        file: "crates/domain/src/flow.rs",
+        function_prefix: "flowrun_domain::flow::FlowError",
+    };
+
+    fn steps(origin: Origin, symbols: &[(&str, Option<&str>)]) -> Vec<Step> {
+        let mut trimmer = Trimmer::new(origin);
         symbols
             .iter()
             .map(|(function, file)| trimmer.step(function, file.map(Path::new)))
@@ -312,87 +338,102 @@ mod tests {
     }
 
     #[test]
-    fn an_error_trace_starts_below_the_question_mark_and_stops_at_the_executor() {
-        let flow_rs = format!("/work/app/{}", crate::flow::SOURCE_FILE);
+    fn an_error_trace_starts_below_the_question_mark() {
         let symbols = [
             (
-                "trace",
-                Some("/registry/backtrace-0.3.77/src/backtrace/libunwind.rs"),
-            ),
-            ("trace_unsynchronized<…>", None),
-            ("flowrun_domain::trace::FlowTrace::capture", Some(file!())),
-            (
                 "flowrun_domain::flow::FlowError::from_boxed",
-                Some(flow_rs.as_str()),
+                Some("/work/app/crates/domain/src/flow.rs"),
             ),
             // Inlined: no module path, only the file tells.
-            ("from<my_app::CopyError>", Some(flow_rs.as_str())),
+            (
+                "from<my_app::CopyError>",
+                Some("/work/app/crates/domain/src/flow.rs"),
+            ),
             (
                 "from_residual<(), my_app::CopyError, flowrun_domain::flow::FlowError>",
                 Some("/rustc/0123abcd/library/core/src/result.rs"),
             ),
             ("my_app::copy_batch", Some("src/copy.rs")),
+            // Below the flow's first frame everything is the flow's, even the standard library.
+            (
+                "core::result::Result<T,E>::map",
+                Some("/rustc/0123abcd/library/core/src/result.rs"),
+            ),
             (
                 "<my_app::Copy as flowrun_domain::flow::Flow>::run::{{closure}}",
                 Some("src/copy.rs"),
             ),
-            ("poll<…>", Some("/work/app/crates/domain/src/panic.rs")),
-            ("tokio::runtime::park::block_on", None),
         ];
-        let mut expected = vec![Step::Skip; 6];
-        expected.extend([Step::Keep, Step::Keep, Step::Stop, Step::Keep]);
-        assert_eq!(steps(&symbols), expected);
+        let expected = [
+            Step::Skip,
+            Step::Skip,
+            Step::Skip,
+            Step::Keep,
+            Step::Keep,
+            Step::Keep,
+        ];
+        assert_eq!(steps(FLOW_ERROR, &symbols), expected);
     }
 
     #[test]
-    fn with_line_tables_only_the_parts_are_told_apart_by_their_files() {
-        let ours = |file: &str| format!("/build/flowrun/{file}");
-        let (trace_rs, flow_rs, executor_rs) = (
-            ours(file!()),
-            ours(crate::flow::SOURCE_FILE),
-            ours(crate::executor::SOURCE_FILE),
-        );
+    fn with_line_tables_only_the_origin_is_told_apart_by_its_file() {
         let symbols = [
+            ("from_boxed", Some("/build/flowrun/crates/domain/src/flow.rs")),
             (
-                "trace<…>",
-                Some("/registry/backtrace-0.3.77/src/backtrace/mod.rs"),
+                "from<my_app::CopyError>",
+                Some("/build/flowrun/crates/domain/src/flow.rs"),
             ),
-            ("capture", Some(trace_rs.as_str())),
-            ("from_boxed", Some(flow_rs.as_str())),
-            ("from<my_app::CopyError>", Some(flow_rs.as_str())),
             (
                 "from_residual<…>",
                 Some("/rustc/0123abcd/library/core/src/result.rs"),
             ),
             ("copy_batch", Some("/build/my_app/src/copy.rs")),
-            ("{async_block#0}", Some("/build/my_app/src/copy.rs")),
-            ("{async_fn#0}", Some(executor_rs.as_str())),
+            // The flow's own short-named function in a file called flow.rs elsewhere is the flow's.
+            ("step", Some("/build/my_app/src/flow.rs")),
         ];
-        let mut expected = vec![Step::Skip; 5];
-        expected.extend([Step::Keep, Step::Keep, Step::Stop]);
-        assert_eq!(steps(&symbols), expected);
+        let expected = [Step::Skip, Step::Skip, Step::Skip, Step::Keep, Step::Keep];
+        assert_eq!(steps(FLOW_ERROR, &symbols), expected);
     }
 
     #[test]
-    fn a_panic_trace_starts_at_the_panic_site_and_keeps_frames_of_the_standard_library_below_it() {
+    fn a_panic_trace_starts_at_the_panic_site() {
+        let origin = Origin {
+            file: "crates/domain/src/panic.rs",
+            function_prefix: "flowrun_domain::panic::install_hook",
+        };
         let symbols = [
-            ("backtrace::backtrace::trace", None),
-            ("flowrun_domain::trace::FlowTrace::capture", None),
             ("flowrun_domain::panic::install_hook::{{closure}}", None),
             ("std::panicking::panic_with_hook", None),
             ("core::panicking::panic_fmt", None),
             ("core::option::unwrap_failed", None),
             ("my_app::parse", None),
-            // A frame of the standard library inside the flow's code is the flow's.
-            (
-                "core::result::Result<T,E>::map",
-                Some("/rustc/0123abcd/library/core/src/result.rs"),
-            ),
-            ("flowrun_domain::panic::catch", None),
+            ("core::result::Result<T,E>::map", None),
         ];
-        let mut expected = vec![Step::Skip; 5];
-        expected.extend([Step::Keep, Step::Keep, Step::Keep, Step::Stop]);
-        assert_eq!(steps(&symbols), expected);
+        let expected = [
+            Step::Skip,
+            Step::Skip,
+            Step::Skip,
+            Step::Skip,
+            Step::Keep,
+            Step::Keep,
+        ];
+        assert_eq!(steps(origin, &symbols), expected);
+    }
+
+    #[test]
+    fn a_trace_taken_inside_the_boundary_stops_there() {
+        let mut inside = None;
+        flow_boundary(&mut || inside = Some(recurse(2)));
+        let trace = inside.expect("captured");
+        assert_eq!(trace.end(), TraceEnd::Executor, "{trace}");
+        assert!(trace.frames()[0].function.contains("recurse"), "{trace}");
+        assert!(
+            trace.frames().iter().all(|f| {
+                let name = f.function.rsplit("::").next().unwrap_or_default();
+                name != "flow_boundary" && !f.function.contains("run_test")
+            }),
+            "nothing at or below the boundary: {trace}"
+        );
     }
 
     #[test]

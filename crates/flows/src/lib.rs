@@ -6,71 +6,83 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flowrun_domain::{ClassRegistry, Flow, FlowError};
+use flowrun_domain::{ClassRegistry, Flow, FlowClass, FlowError, RunContext};
+use schemars::JsonSchema;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
-use serde_json::Value;
 use thiserror::Error;
 
-/// Reads a class's settings from the flow's whole configuration. A string configuration (just the class
-/// name) has no settings: every field takes its default.
-fn settings<T: DeserializeOwned + Default>(configuration: &Value) -> Result<T, String> {
-    match configuration {
-        Value::Object(_) => serde_json::from_value(configuration.clone()).map_err(|e| e.to_string()),
-        _ => Ok(T::default()),
-    }
-}
+/// No settings.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub struct NoSettings {}
 
 /// Does nothing and succeeds.
 #[derive(Debug, Default)]
 pub struct Noop;
 
+impl FlowClass for Noop {
+    const NAME: &'static str = "Noop";
+    type Settings = NoSettings;
+
+    fn build(_: NoSettings) -> Result<Self, String> {
+        Ok(Self)
+    }
+}
+
 #[async_trait]
 impl Flow for Noop {
-    async fn run(&mut self) -> Result<(), FlowError> {
+    async fn run(&mut self, _: &mut RunContext) -> Result<(), FlowError> {
         Ok(())
     }
 }
 
-/// Sleeps for `{"seconds": f}` (default 1), then succeeds.
-#[derive(Debug)]
-pub struct Sleep {
-    duration: Duration,
-}
-
-#[derive(Debug, Deserialize)]
-struct SleepSettings {
+/// The settings of [`Sleep`].
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct SleepSettings {
+    /// How long to sleep, in seconds (fractions allowed).
     #[serde(default = "one_second")]
-    seconds: f64,
+    #[schemars(range(min = 0))]
+    pub seconds: f64,
 }
 
 fn one_second() -> f64 {
     1.0
 }
 
-impl Default for SleepSettings {
-    fn default() -> Self {
-        Self {
-            seconds: one_second(),
-        }
-    }
+/// Sleeps for `{"seconds": f}` (default 1), then succeeds; stops early, as a failure, when its run is
+/// asked to stop.
+#[derive(Debug)]
+pub struct Sleep {
+    duration: Duration,
 }
 
-impl Sleep {
-    /// Builds from a configuration with an optional non-negative `seconds`.
-    pub fn from_configuration(configuration: &Value) -> Result<Self, String> {
-        let SleepSettings { seconds } = settings(configuration)?;
+impl FlowClass for Sleep {
+    const NAME: &'static str = "Sleep";
+    type Settings = SleepSettings;
+
+    fn build(settings: SleepSettings) -> Result<Self, String> {
+        let seconds = settings.seconds;
         let duration = Duration::try_from_secs_f64(seconds)
             .map_err(|_| format!("`seconds` must be a non-negative number, got {seconds}"))?;
         Ok(Self { duration })
     }
 }
 
+/// What [`Sleep`] returns when its run is asked to stop before it has slept enough.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("stopped after {slept_ms} ms of sleep")]
+pub struct SleepStopped {
+    /// How long it slept.
+    pub slept_ms: u128,
+}
+
 #[async_trait]
 impl Flow for Sleep {
-    async fn run(&mut self) -> Result<(), FlowError> {
-        tokio::time::sleep(self.duration).await;
-        Ok(())
+    async fn run(&mut self, context: &mut RunContext) -> Result<(), FlowError> {
+        let began = tokio::time::Instant::now();
+        tokio::select! {
+            () = tokio::time::sleep(self.duration) => Ok(()),
+            () = context.cancelled() => Err(SleepStopped { slept_ms: began.elapsed().as_millis() }.into()),
+        }
     }
 }
 
@@ -82,22 +94,16 @@ pub struct FailError {
     pub message: String,
 }
 
-#[derive(Debug, Deserialize)]
-struct MessageSettings {
+/// The settings of [`Fail`].
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct FailSettings {
+    /// The error message.
     #[serde(default = "default_message")]
-    message: String,
+    pub message: String,
 }
 
 fn default_message() -> String {
     "the Fail flow failed as configured".to_owned()
-}
-
-impl Default for MessageSettings {
-    fn default() -> Self {
-        Self {
-            message: default_message(),
-        }
-    }
 }
 
 /// Fails with `{"message": s}`.
@@ -106,13 +112,18 @@ pub struct Fail {
     message: String,
 }
 
-impl Fail {
-    /// Builds from a configuration with an optional `message`.
-    pub fn from_configuration(configuration: &Value) -> Result<Self, String> {
-        let MessageSettings { message } = settings(configuration)?;
-        Ok(Self { message })
-    }
+impl FlowClass for Fail {
+    const NAME: &'static str = "Fail";
+    type Settings = FailSettings;
 
+    fn build(settings: FailSettings) -> Result<Self, String> {
+        Ok(Self {
+            message: settings.message,
+        })
+    }
+}
+
+impl Fail {
     fn fail(&self) -> Result<(), FailError> {
         Err(FailError {
             message: self.message.clone(),
@@ -122,28 +133,22 @@ impl Fail {
 
 #[async_trait]
 impl Flow for Fail {
-    async fn run(&mut self) -> Result<(), FlowError> {
+    async fn run(&mut self, _: &mut RunContext) -> Result<(), FlowError> {
         self.fail()?;
         Ok(())
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct PanicSettings {
+/// The settings of [`Panic`].
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct PanicSettings {
+    /// The panic message.
     #[serde(default = "default_panic_message")]
-    message: String,
+    pub message: String,
 }
 
 fn default_panic_message() -> String {
     "the Panic flow panicked as configured".to_owned()
-}
-
-impl Default for PanicSettings {
-    fn default() -> Self {
-        Self {
-            message: default_panic_message(),
-        }
-    }
 }
 
 /// Panics with `{"message": s}`.
@@ -152,18 +157,21 @@ pub struct Panic {
     message: String,
 }
 
-impl Panic {
-    /// Builds from a configuration with an optional `message`.
-    pub fn from_configuration(configuration: &Value) -> Result<Self, String> {
-        let PanicSettings { message } = settings(configuration)?;
-        Ok(Self { message })
+impl FlowClass for Panic {
+    const NAME: &'static str = "Panic";
+    type Settings = PanicSettings;
+
+    fn build(settings: PanicSettings) -> Result<Self, String> {
+        Ok(Self {
+            message: settings.message,
+        })
     }
 }
 
 #[async_trait]
 impl Flow for Panic {
     #[allow(clippy::panic)]
-    async fn run(&mut self) -> Result<(), FlowError> {
+    async fn run(&mut self, _: &mut RunContext) -> Result<(), FlowError> {
         panic!("{}", self.message)
     }
 }
@@ -171,17 +179,21 @@ impl Flow for Panic {
 /// Registers `Noop`, `Sleep`, `Fail` and `Panic`.
 pub fn register_builtins(registry: &mut ClassRegistry) -> &mut ClassRegistry {
     registry
-        .register("Noop", |_| Ok(Box::new(Noop)))
-        .register("Sleep", |c| Ok(Box::new(Sleep::from_configuration(c)?)))
-        .register("Fail", |c| Ok(Box::new(Fail::from_configuration(c)?)))
-        .register("Panic", |c| Ok(Box::new(Panic::from_configuration(c)?)))
+        .register::<Noop>()
+        .register::<Sleep>()
+        .register::<Fail>()
+        .register::<Panic>()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flowrun_domain::FlowRegistry;
+    use flowrun_domain::{FlowName, FlowRegistry};
     use serde_json::json;
+
+    fn context() -> RunContext {
+        RunContext::detached(FlowName::parse("test").expect("name"))
+    }
 
     fn registry() -> ClassRegistry {
         let mut registry = ClassRegistry::new();
@@ -194,7 +206,7 @@ mod tests {
         let mut flow = registry()
             .build("Fail", &json!({"class_name": "Fail", "message": "boom"}))
             .expect("builds");
-        let error = flow.run().await.expect_err("fails");
+        let error = flow.run(&mut context()).await.expect_err("fails");
         assert_eq!(
             error.downcast_ref::<FailError>(),
             Some(&FailError {
@@ -216,7 +228,7 @@ mod tests {
             .build("Sleep", &json!({"seconds": 2.5}))
             .expect("builds");
         let started = tokio::time::Instant::now();
-        flow.run().await.expect("succeeds");
+        flow.run(&mut context()).await.expect("succeeds");
         assert_eq!(started.elapsed(), Duration::from_millis(2500));
     }
 
@@ -238,5 +250,44 @@ mod tests {
             "{err}"
         );
         assert!(registry.build("Noop", &json!("Noop")).is_ok());
+        let err = registry
+            .build("Sleep", &json!({"secs": 2}))
+            .err()
+            .expect("a typo is refused");
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration for flow class `Sleep`: unknown setting `secs`"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sleep_stops_when_its_run_is_asked_to() {
+        let mut flow = registry()
+            .build("Sleep", &json!({"seconds": 60}))
+            .expect("builds");
+        let mut context = context();
+        let cancel = context.cancellation();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            cancel.cancel();
+        });
+        let error = flow.run(&mut context).await.expect_err("stopped");
+        assert_eq!(
+            error.downcast_ref::<SleepStopped>(),
+            Some(&SleepStopped { slept_ms: 2000 })
+        );
+    }
+
+    #[test]
+    fn classes_describe_their_settings() {
+        let classes = registry().classes();
+        let sleep = classes.iter().find(|c| c.name == "Sleep").expect("Sleep");
+        let settings = sleep.settings();
+        assert_eq!(settings.len(), 1);
+        assert_eq!(settings[0].name, "seconds");
+        assert_eq!(settings[0].type_name, "number");
+        assert_eq!(settings[0].default, Some(json!(1.0)));
+        let noop = classes.iter().find(|c| c.name == "Noop").expect("Noop");
+        assert!(noop.settings().is_empty());
     }
 }

@@ -136,6 +136,12 @@ pub(crate) fn data_flow(model: data_flow::Model) -> Result<DataFlow, RepositoryE
                 .unwrap_or(2)
                 .max(2),
         }),
+        state: model
+            .state
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| corrupt(TABLE, format!("flow {}: state is not JSON: {e}", model.id)))?,
         last_run_at: model.last_run_at,
         last_run_status: model
             .last_run_status
@@ -215,6 +221,7 @@ pub(crate) fn data_flow_run(model: data_flow_run::Model) -> Result<DataFlowRun, 
             at,
             by: model.cancel_requested_by.unwrap_or_default(),
         }),
+        output: model.output.unwrap_or_default(),
         created_at: model.created_at,
         updated_at: model.updated_at,
     })

@@ -37,6 +37,8 @@ pub struct Model {
     pub retry_at: Option<DateTimeUtc>,
     /// The attempt number of the pending retry.
     pub retry_attempt: Option<i32>,
+    /// What the flow's last successful run saved, as JSON text (NULL: nothing yet).
+    pub state: Option<String>,
     /// When the last run ended.
     pub last_run_at: Option<DateTimeUtc>,
     /// `success` or `failed`; the database checks it.

@@ -35,6 +35,8 @@ pub struct Model {
     pub cancel_requested_at: Option<DateTimeUtc>,
     /// Who asked.
     pub cancel_requested_by: Option<String>,
+    /// What the flow wrote into the run's output (NULL: nothing).
+    pub output: Option<String>,
     /// Creation time.
     pub created_at: DateTimeUtc,
     /// Last change.
