@@ -69,6 +69,11 @@ fn the_cli_creates_and_runs_word_count_and_records_the_run() {
     assert_eq!(runs.len(), 1, "{runs:#?}");
     assert_eq!(runs[0]["status"], "success", "{runs:#?}");
     assert_eq!(runs[0]["flow_name"], "w");
+    assert_eq!(
+        runs[0]["output"].as_str().map(str::trim_end),
+        Some("4 words"),
+        "{runs:#?}"
+    );
 }
 
 #[test]
@@ -90,6 +95,10 @@ fn word_count_reads_a_file_and_fails_clearly_when_it_is_missing() {
         .assert()
         .success();
     embedded(dir.path()).args(["run", "file"]).assert().success();
+    assert_eq!(
+        runs(dir.path(), "file")[0]["output"].as_str().map(str::trim_end),
+        Some("3 words")
+    );
 
     std::fs::remove_file(&text).expect("removed");
     let output = embedded(dir.path()).args(["run", "file"]).output().expect("runs");
