@@ -12,7 +12,7 @@ use crate::commands::schedule::ScheduleArgs;
 #[derive(Debug, Parser)]
 #[command(name = "flowrun", version, about, propagate_version = true)]
 pub(crate) struct Cli {
-    /// Database URL: sqlite://FILE, postgres://… or mysql://…
+    /// Database URL: sqlite://FILE, postgres://…, mysql://… or memory: (nothing kept)
     #[arg(long, global = true, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
     pub(crate) database_url: String,
 

@@ -117,7 +117,8 @@ impl Style {
         self.paint(code, status.as_str())
     }
 
-    fn dim(&self, text: &str) -> String {
+    /// Faint text for what matters less.
+    pub fn dim(&self, text: &str) -> String {
         self.paint("2", text)
     }
 }
@@ -319,7 +320,14 @@ pub fn print_flow(flow: &DataFlow, now: DateTime<Utc>, style: &Style) {
             visible(&flow.description, false)
         );
     }
-    println!("{}  {}", style.bold("config:     "), flow.configuration);
+    println!(
+        "{}  {}",
+        style.bold("config:     "),
+        flowrun_app::json::masked(&flow.configuration)
+    );
+    if let Some(state) = &flow.state {
+        println!("{}  {state}", style.bold("state:      "));
+    }
 }
 
 /// The `runs` table.
@@ -396,6 +404,13 @@ pub fn print_run(record: &RunRecord, now: DateTime<Utc>, style: &Style) {
             let state = if expires < now { "expired" } else { "expires" };
             println!("{}  {state} {}", style.bold("lease:   "), relative(expires, now));
         }
+    }
+    if !run.output.is_empty() {
+        println!(
+            "\n{}\n{}",
+            style.bold("output:"),
+            visible(run.output.trim_end(), true)
+        );
     }
     if let Some(message) = &run.error_message {
         println!("\n{}\n{}", style.bold("error:"), visible(message, true));

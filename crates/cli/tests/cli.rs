@@ -221,10 +221,28 @@ fn heartbeat_reap_and_classes_print_their_shapes() {
         json(dir.path(), &["runs", "reap", "--json"]),
         serde_json::json!({"reaped": 0})
     );
+    let classes = json(dir.path(), &["classes", "--json"]);
+    let names: Vec<&str> = classes
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter_map(|class| class["name"].as_str())
+        .collect();
+    assert_eq!(names, ["Fail", "Noop", "Panic", "Sleep"]);
     assert_eq!(
-        json(dir.path(), &["classes", "--json"]),
-        serde_json::json!(["Fail", "Noop", "Panic", "Sleep"])
+        classes[3]["settings"],
+        serde_json::json!([{
+            "name": "seconds",
+            "type": "number",
+            "required": false,
+            "default": 1.0,
+            "description": "How long to sleep, in seconds (fractions allowed).",
+        }])
     );
+    let text =
+        String::from_utf8(flowrun(dir.path()).arg("classes").output().expect("runs").stdout).expect("utf-8");
+    assert!(text.contains("Sleep\n  seconds: number, default 1.0\n"), "{text}");
+    assert!(text.contains("Noop\n  no settings\n"), "{text}");
 }
 
 fn flows_snapshot(dir: &Path) -> Value {

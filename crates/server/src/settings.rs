@@ -28,7 +28,7 @@ const MAX_SECONDS: f64 = 86_400.0;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "flowrun-server", version, about)]
 pub struct ServerArgs {
-    /// Database URL: sqlite://FILE, postgres://… or mysql://…
+    /// Database URL: sqlite://FILE, postgres://…, mysql://… or memory: (nothing kept)
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
     pub database_url: String,
     /// Address to listen on.

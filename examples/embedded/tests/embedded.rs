@@ -48,7 +48,7 @@ fn word_count_is_listed_beside_the_built_in_classes() {
         .as_array()
         .expect("an array")
         .iter()
-        .filter_map(Value::as_str)
+        .filter_map(|class| class["name"].as_str())
         .collect();
     for class in ["WordCount", "Noop", "Sleep", "Fail", "Panic"] {
         assert!(names.contains(&class), "{class} in {names:?}");

@@ -24,7 +24,7 @@ pub(crate) async fn dispatch(cli: Cli, registry: ClassRegistry) -> Outcome {
     match cli.command {
         Command::Migrate => migrate::migrate(&url, registry).await,
         Command::Classes { json } => {
-            classes::classes(&registry, json);
+            classes::classes(&registry, json, &crate::output::Style::stdout());
             Ok(())
         }
         Command::Flow(command) => {
