@@ -322,8 +322,10 @@ impl Http {
             };
         }
         let refused = chain.iter().any(|e| {
-            e.downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+            std::iter::successors(e.downcast_ref::<std::io::Error>(), |io| {
+                io.get_ref()?.downcast_ref::<std::io::Error>()
+            })
+            .any(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
         });
         if refused {
             return HttpError::ConnectionRefused { url };
@@ -346,13 +348,16 @@ impl Http {
     }
 }
 
+/// The rustls error inside `error`, which arrives wrapped in `io::Error`s (whose `source` skips what they
+/// wrap, so the cause chain alone does not reach it).
 fn tls_error<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
-    error.downcast_ref::<rustls::Error>().or_else(|| {
-        error
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    })
+    let mut current: &(dyn StdError + 'static) = error;
+    loop {
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        current = current.downcast_ref::<std::io::Error>()?.get_ref()?;
+    }
 }
 
 /// A client with rustls on the ring provider and the operating system's roots.

@@ -224,3 +224,34 @@ fn bad_settings_are_refused() {
     let unresolved = json!({"url": "https://${env:FLOWRUN_TEST_NO_SUCH_VAR}/x"});
     assert!(registry.check("Http", &unresolved).is_ok());
 }
+
+#[tokio::test]
+async fn a_tls_failure_fails_saying_so() {
+    // A server that answers the handshake with plain HTTP.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("https://{}", listener.local_addr().expect("address"));
+    let _server = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.expect("accept");
+        let _ = socket.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        let _ = socket.read(&mut [0; 1024]).await;
+    });
+    let (result, _) = run(json!({"url": url})).await;
+    let (error, message) = http_error(result);
+    assert!(matches!(error, HttpError::Tls { .. }), "{message}");
+    assert!(
+        message.starts_with(&format!("TLS error with {url}/: ")),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_name_that_does_not_resolve_fails_saying_so() {
+    // `.invalid` never resolves (RFC 2606).
+    let (result, _) = run(json!({"url": "http://flowrun-test.invalid/"})).await;
+    let (error, message) = http_error(result);
+    assert!(matches!(error, HttpError::Dns { .. }), "{message}");
+    assert!(
+        message.starts_with("DNS lookup failed for http://flowrun-test.invalid/"),
+        "{message}"
+    );
+}
