@@ -1,7 +1,9 @@
 //! flowrun's built-in flow classes.
 //!
-//! Diagnostic flows for smoke tests and benchmarks: [`Noop`], [`Sleep`], [`Fail`] and [`Panic`]. Register
-//! them all with [`register_builtins`].
+//! Real work: [`Command`] (a program, its output recorded, its process group killed when the run stops) and
+//! [`Http`] (one request, its status and the head of its answer recorded). Diagnostic flows for smoke tests
+//! and benchmarks: [`Noop`], [`Sleep`], [`Fail`] and [`Panic`]. Register them all with
+//! [`register_builtins`].
 
 use std::time::Duration;
 
@@ -10,6 +12,17 @@ use flowrun_domain::{ClassRegistry, Flow, FlowClass, FlowError, RunContext};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use thiserror::Error;
+
+pub mod command;
+pub mod http;
+
+pub use command::{Command, CommandError, CommandSettings};
+pub use http::{Http, HttpError, HttpSettings};
+
+#[cfg(all(test, unix))]
+mod command_tests;
+#[cfg(test)]
+mod http_tests;
 
 /// No settings.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -176,9 +189,11 @@ impl Flow for Panic {
     }
 }
 
-/// Registers `Noop`, `Sleep`, `Fail` and `Panic`.
+/// Registers `Command`, `Http`, `Noop`, `Sleep`, `Fail` and `Panic`.
 pub fn register_builtins(registry: &mut ClassRegistry) -> &mut ClassRegistry {
     registry
+        .register::<Command>()
+        .register::<Http>()
         .register::<Noop>()
         .register::<Sleep>()
         .register::<Fail>()
