@@ -1,7 +1,10 @@
 //! flowrun's built-in flow classes.
 //!
-//! Diagnostic flows for smoke tests and benchmarks: [`Noop`], [`Sleep`], [`Fail`] and [`Panic`]. Register
-//! them all with [`register_builtins`].
+//! Diagnostic flows for smoke tests and benchmarks: [`Noop`], [`Sleep`], [`Fail`] and [`Panic`]; and
+//! [`SqlCopy`](sql_copy::SqlCopy), which copies rows between databases. Register them all with
+//! [`register_builtins`].
+
+pub mod sql_copy;
 
 use std::time::Duration;
 
@@ -176,13 +179,14 @@ impl Flow for Panic {
     }
 }
 
-/// Registers `Noop`, `Sleep`, `Fail` and `Panic`.
+/// Registers `Noop`, `Sleep`, `Fail`, `Panic` and `SqlCopy`.
 pub fn register_builtins(registry: &mut ClassRegistry) -> &mut ClassRegistry {
     registry
         .register::<Noop>()
         .register::<Sleep>()
         .register::<Fail>()
         .register::<Panic>()
+        .register::<sql_copy::SqlCopy>()
 }
 
 #[cfg(test)]
