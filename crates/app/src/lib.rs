@@ -357,7 +357,7 @@ mod tests {
         use flowrun_domain::FlowRegistry;
         assert_eq!(
             builtin_registry().class_names(),
-            ["Fail", "Noop", "Panic", "Sleep"]
+            ["Fail", "Noop", "Panic", "Sleep", "SqlCopy"]
         );
     }
 }

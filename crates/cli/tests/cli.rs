@@ -223,7 +223,7 @@ fn heartbeat_reap_and_classes_print_their_shapes() {
     );
     assert_eq!(
         json(dir.path(), &["classes", "--json"]),
-        serde_json::json!(["Fail", "Noop", "Panic", "Sleep"])
+        serde_json::json!(["Fail", "Noop", "Panic", "Sleep", "SqlCopy"])
     );
 }
 
@@ -261,7 +261,7 @@ fn bad_input_exits_2_with_one_clear_line_and_changes_nothing() {
         ),
         (
             &["flow", "create", "x", "--class", "Nope"],
-            "unknown flow class `Nope` (registered: Fail, Noop, Panic, Sleep)",
+            "unknown flow class `Nope` (registered: Fail, Noop, Panic, Sleep, SqlCopy)",
         ),
         (
             &[

@@ -624,3 +624,54 @@ fn bad_settings_are_refused_with_the_reason() {
     );
     assert!(registry.build("SqlCopy", &json!({"class_name": "SqlCopy", "source": "sqlite://a.db", "query": "SELECT 1 AS id", "sink": "sqlite://b.db", "table": "t", "mode": "append"})).is_ok());
 }
+
+/// Rows/s for each pair of configured backends on a generated table (id, text, numeric, timestamptz,
+/// JSON); needs PostgreSQL for the generator. A measurement, not a check:
+/// `FLOWRUN_TEST_POSTGRES_URL=… FLOWRUN_TEST_MYSQL_URL=… FLOWRUN_COPY_ROWS=100000 cargo test --release -p
+/// flowrun-flows --test sql_copy -- --ignored --nocapture throughput`
+#[tokio::test]
+#[ignore = "a measurement, not a check"]
+async fn throughput() {
+    if !configured(&[Kind::Postgres]) {
+        return;
+    }
+    let rows: i64 = std::env::var("FLOWRUN_COPY_ROWS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000);
+    let generator = fresh_database(Kind::Postgres).await;
+    let generate = format!(
+        "SELECT g AS id, 'name ' || g AS name, (g * 1.000001)::numeric(20, 6) AS amount, \
+         timestamptz '2024-01-01' + g * interval '1 second' AS at, \
+         jsonb_build_object('id', g, 'tag', 'x') AS doc FROM generate_series(1, {rows}) AS g"
+    );
+    let mut sources = Vec::new();
+    for kind in configured_kinds() {
+        let db = fresh_database(kind).await;
+        let fill = flow(json!({
+            "source": url(&generator), "query": generate, "sink": url(&db), "table": "src",
+            "key": ["id"], "create_table": true, "batch_size": 5000,
+        }));
+        run(&fill, &mut None).await.expect("fills the source");
+        sources.push(db);
+    }
+    for source in &sources {
+        for to in configured_kinds() {
+            let sink = fresh_database(to).await;
+            let copy = flow(json!({
+                "source": url(source), "query": "SELECT id, name, amount, at, doc FROM src",
+                "sink": url(&sink), "table": "dst", "key": ["id"], "create_table": true,
+                "batch_size": 5000,
+            }));
+            let started = std::time::Instant::now();
+            let (summary, _) = run(&copy, &mut None).await.expect("copies");
+            let seconds = started.elapsed().as_secs_f64();
+            println!(
+                "{:?} → {to:?}: {} rows in {seconds:.2} s, {:.0} rows/s",
+                source.kind,
+                summary.rows_read,
+                summary.rows_read as f64 / seconds
+            );
+        }
+    }
+}
