@@ -428,7 +428,7 @@ mod tests {
         use flowrun_domain::FlowRegistry;
         assert_eq!(
             builtin_registry().class_names(),
-            ["Command", "Fail", "Http", "Noop", "Panic", "Sleep"]
+            ["Command", "Fail", "Http", "Noop", "Panic", "Sleep", "SqlCopy"]
         );
     }
 }

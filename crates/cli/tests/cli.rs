@@ -228,7 +228,10 @@ fn heartbeat_reap_and_classes_print_their_shapes() {
         .iter()
         .filter_map(|class| class["name"].as_str())
         .collect();
-    assert_eq!(names, ["Command", "Fail", "Http", "Noop", "Panic", "Sleep"]);
+    assert_eq!(
+        names,
+        ["Command", "Fail", "Http", "Noop", "Panic", "Sleep", "SqlCopy"]
+    );
     assert_eq!(
         classes[5]["settings"],
         serde_json::json!([{
@@ -279,7 +282,7 @@ fn bad_input_exits_2_with_one_clear_line_and_changes_nothing() {
         ),
         (
             &["flow", "create", "x", "--class", "Nope"],
-            "unknown flow class `Nope` (registered: Command, Fail, Http, Noop, Panic, Sleep)",
+            "unknown flow class `Nope` (registered: Command, Fail, Http, Noop, Panic, Sleep, SqlCopy)",
         ),
         (
             &[

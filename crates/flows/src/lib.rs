@@ -1,9 +1,12 @@
 //! flowrun's built-in flow classes.
 //!
-//! Real work: [`Command`] (a program, its output recorded, its process group killed when the run stops) and
-//! [`Http`] (one request, its status and the head of its answer recorded). Diagnostic flows for smoke tests
+//! Real work: [`Command`] (a program, its output recorded, its process group killed when the run stops),
+//! [`Http`] (one request, its status and the head of its answer recorded) and
+//! [`SqlCopy`](sql_copy::SqlCopy) (rows between databases, incrementally). Diagnostic flows for smoke tests
 //! and benchmarks: [`Noop`], [`Sleep`], [`Fail`] and [`Panic`]. Register them all with
 //! [`register_builtins`].
+
+pub mod sql_copy;
 
 use std::time::Duration;
 
@@ -189,7 +192,7 @@ impl Flow for Panic {
     }
 }
 
-/// Registers `Command`, `Http`, `Noop`, `Sleep`, `Fail` and `Panic`.
+/// Registers `Command`, `Http`, `SqlCopy`, `Noop`, `Sleep`, `Fail` and `Panic`.
 pub fn register_builtins(registry: &mut ClassRegistry) -> &mut ClassRegistry {
     registry
         .register::<Command>()
@@ -198,6 +201,7 @@ pub fn register_builtins(registry: &mut ClassRegistry) -> &mut ClassRegistry {
         .register::<Sleep>()
         .register::<Fail>()
         .register::<Panic>()
+        .register::<sql_copy::SqlCopy>()
 }
 
 #[cfg(test)]

@@ -1,0 +1,258 @@
+//! `SqlCopy`: copies the rows of a query from one database into a table of another (SQLite, PostgreSQL,
+//! MySQL/MariaDB in any direction), incrementally when given a cursor column.
+//!
+//! Rows are read as a stream and written in batches, each in its own transaction, so memory does not grow
+//! with the table and a failed run leaves only whole batches behind. With `cursor`, a run reads the rows
+//! whose cursor is at least the last successful run's highest (`>=`, so rows sharing that value are not
+//! skipped; the upsert makes copying them again harmless) and saves the new highest in the flow's state,
+//! which flowrun stores with the run's success only.
+//!
+//! ```json
+//! {"class_name": "SqlCopy",
+//!  "source": "postgres://app:${env:PGPASSWORD}@db/app",
+//!  "query": "SELECT id, email, updated_at FROM users",
+//!  "sink": "sqlite:///var/lib/reports/users.db",
+//!  "table": "users", "key": ["id"], "cursor": "updated_at", "create_table": true}
+//! ```
+
+mod backend;
+mod bind;
+mod cell;
+mod conn;
+mod error;
+mod read;
+mod settings;
+mod write;
+
+use std::time::Instant;
+
+use async_trait::async_trait;
+use flowrun_domain::{Flow, FlowClass, FlowError, RunContext};
+use futures::{StreamExt, TryStreamExt};
+use serde_json::{Value, json};
+
+pub use backend::Backend;
+pub use cell::{Cell, Column, ColumnType};
+pub use error::SqlCopyError;
+pub use settings::{MAX_BATCH_SIZE, Mode, SqlCopySettings};
+pub use write::STAGING_SUFFIX;
+
+use conn::Conn;
+use settings::Checked;
+use write::Sink;
+
+/// Copies the rows of a query from one database into a table of another; see the [module](self) docs.
+#[derive(Debug)]
+pub struct SqlCopy {
+    settings: Checked,
+}
+
+impl FlowClass for SqlCopy {
+    const NAME: &'static str = "SqlCopy";
+    type Settings = SqlCopySettings;
+
+    fn build(settings: SqlCopySettings) -> Result<Self, String> {
+        Ok(Self {
+            settings: settings.check()?,
+        })
+    }
+}
+
+#[async_trait]
+impl Flow for SqlCopy {
+    async fn run(&mut self, context: &mut RunContext) -> Result<(), FlowError> {
+        self.copy(context).await?;
+        Ok(())
+    }
+}
+
+/// What one run did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopySummary {
+    /// Rows read from the source.
+    pub rows_read: u64,
+    /// Rows written into the sink (rows of one batch sharing a key count once).
+    pub rows_written: u64,
+    /// Batches committed.
+    pub batches: u64,
+    /// The highest cursor value copied, if a cursor is set and a row had one.
+    pub cursor: Option<Cell>,
+}
+
+/// Reads every row of `query` at `url` with SqlCopy's own reader and type mapping (what a copy would
+/// carry), for checks and tests. Unlike a copy, it holds the whole result in memory.
+pub async fn read_rows(url: &str, query: &str) -> Result<(Vec<Column>, Vec<Vec<Cell>>), SqlCopyError> {
+    let (backend, url) = Backend::from_url(url).map_err(SqlCopyError::Settings)?;
+    let mut conn = Conn::connect(backend, &url, "source").await?;
+    let columns = conn.describe(query).await?;
+    let rows = read::rows(&mut conn, query.to_owned(), None, &columns)
+        .try_collect()
+        .await?;
+    Ok((columns, rows))
+}
+
+/// How the source is read: the statement, its parameter and where the cursor column is.
+struct Reading {
+    sql: String,
+    parameter: Option<Cell>,
+    cursor: Option<usize>,
+}
+
+impl SqlCopy {
+    /// Runs the copy and returns what it did; on success with a cursor, the new cursor is set as the run's
+    /// state.
+    pub async fn copy(&self, context: &mut RunContext) -> Result<CopySummary, SqlCopyError> {
+        let s = &self.settings;
+        let mut source = Conn::connect(s.source.0, &s.source.1, "source").await?;
+        let sink = Conn::connect(s.sink.0, &s.sink.1, "sink").await?;
+        // Every column is mapped, and the sink checked, before any row is written.
+        let columns = source.describe(&s.query).await?;
+        let reading = self.reading(&columns, context)?;
+        let mut sink = Sink::open(sink, s, &columns).await?;
+
+        let started = Instant::now();
+        let mut summary = CopySummary {
+            rows_read: 0,
+            rows_written: 0,
+            batches: 0,
+            cursor: None,
+        };
+        let cancelled = |summary: &CopySummary| SqlCopyError::Cancelled {
+            rows_written: summary.rows_written,
+            batches: summary.batches,
+        };
+        let mut rows = read::rows(&mut source, reading.sql, reading.parameter, &columns);
+        let mut batch: Vec<Vec<Cell>> = Vec::with_capacity(s.batch_size);
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = context.cancelled() => return Err(cancelled(&summary)),
+                next = rows.next() => next,
+            };
+            let end = next.is_none();
+            if let Some(row) = next {
+                let row = row?;
+                if let Some(i) = reading.cursor
+                    && row[i] != Cell::Null
+                {
+                    summary.cursor = Some(row[i].clone());
+                }
+                batch.push(row);
+            }
+            if batch.len() == s.batch_size || (end && !batch.is_empty()) {
+                // Stop between batches only: a batch being written finishes (or, if the executor drops the
+                // run, rolls back), so what was committed is always known and counted.
+                if context.is_cancelled() {
+                    return Err(cancelled(&summary));
+                }
+                let written = sink.write(&batch).await?;
+                summary.batches += 1;
+                summary.rows_read += batch.len() as u64;
+                summary.rows_written += written;
+                context.log(format!(
+                    "batch {}: {} rows read, {} written, cursor {}",
+                    summary.batches,
+                    batch.len(),
+                    written,
+                    summary
+                        .cursor
+                        .as_ref()
+                        .map_or_else(|| "-".to_owned(), Cell::display)
+                ));
+                batch.clear();
+            }
+            if end {
+                break;
+            }
+        }
+        drop(rows);
+        sink.finish().await?;
+
+        let seconds = started.elapsed().as_secs_f64();
+        context.log(format!(
+            "copied {} rows into `{}` ({} written) in {} batches, {:.1} s, {:.0} rows/s; cursor {}",
+            summary.rows_read,
+            s.table,
+            summary.rows_written,
+            summary.batches,
+            seconds,
+            summary.rows_read as f64 / seconds.max(1e-6),
+            summary
+                .cursor
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), Cell::display)
+        ));
+        if let (Some(column), Some(cursor)) = (&s.cursor, &summary.cursor)
+            && let Some(value) = cursor.to_state()
+        {
+            context.set_state(json!({"column": column, "cursor": value}));
+        }
+        Ok(summary)
+    }
+
+    /// The statement that reads the source: the query as it is, or wrapped to start at the stored cursor.
+    fn reading(&self, columns: &[Column], context: &RunContext) -> Result<Reading, SqlCopyError> {
+        let s = &self.settings;
+        let Some(name) = &s.cursor else {
+            return Ok(Reading {
+                sql: s.query.clone(),
+                parameter: None,
+                cursor: None,
+            });
+        };
+        let index = columns.iter().position(|c| &c.name == name).ok_or_else(|| {
+            let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+            SqlCopyError::Cursor(format!(
+                "`{name}` is not a column of the query (columns: {})",
+                names.join(", ")
+            ))
+        })?;
+        let column = &columns[index];
+        if matches!(column.ty, ColumnType::Bool | ColumnType::Bytes | ColumnType::Json) {
+            return Err(SqlCopyError::Cursor(format!(
+                "`{name}` is of type {}, which cannot be a cursor",
+                column.ty.name()
+            )));
+        }
+        let stored = context
+            .state()
+            .filter(|state| state.get("column").and_then(Value::as_str) == Some(name))
+            .and_then(|state| state.get("cursor"));
+        let last = match stored {
+            None => None,
+            Some(value) => {
+                let cell = Cell::from_state(value).map_err(SqlCopyError::Cursor)?;
+                if !cell.is_of(column.ty) {
+                    return Err(SqlCopyError::Cursor(format!(
+                        "the stored cursor {value} is not of the column's type {}",
+                        column.ty.name()
+                    )));
+                }
+                Some(cell)
+            }
+        };
+        let backend = s.source.0;
+        let q = |column: &str| format!("q.{}", backend.quote(column));
+        let sql = match &last {
+            None => format!("SELECT * FROM ({}) AS q ORDER BY {}", s.query, q(name)),
+            Some(_) => {
+                let placeholder = match (backend, column.ty) {
+                    (Backend::Postgres, ty) => format!("$1::{}", backend.column_type(ty, true)),
+                    (Backend::MySql, ColumnType::Decimal) => "CAST(? AS DECIMAL(65,30))".to_owned(),
+                    _ => "?".to_owned(),
+                };
+                format!(
+                    "SELECT * FROM ({}) AS q WHERE {} >= {placeholder} ORDER BY {}",
+                    s.query,
+                    q(name),
+                    q(name)
+                )
+            }
+        };
+        Ok(Reading {
+            sql,
+            parameter: last,
+            cursor: Some(index),
+        })
+    }
+}

@@ -1,0 +1,379 @@
+//! The sink: the table rows go into, and batches written in one transaction each.
+
+use std::collections::HashMap;
+
+use sqlx::{AssertSqlSafe, Connection};
+
+use super::backend::Backend;
+use super::bind::{bind_mysql, bind_pg, bind_sqlite};
+use super::cell::{Cell, Column};
+use super::conn::Conn;
+use super::error::{SqlCopyError, sql};
+use super::settings::{Checked, Mode, is_identifier};
+
+/// The suffix of the table a `replace` run loads before swapping it in.
+pub const STAGING_SUFFIX: &str = "__flowrun_new";
+
+/// Where rows go.
+pub(crate) struct Sink {
+    conn: Conn,
+    /// The table written to: the sink table, or its staging table in `replace` mode.
+    target: String,
+    table: String,
+    columns: Vec<Column>,
+    /// PostgreSQL only: the sink column's type, to cast each placeholder to.
+    casts: Vec<Option<String>>,
+    key: Vec<usize>,
+    mode: Mode,
+    /// Whether the sink table existed before a `replace` run.
+    table_existed: bool,
+    statements: HashMap<usize, String>,
+}
+
+impl Sink {
+    /// Readies the sink table (creating it or the staging table as the settings say) and checks that it
+    /// has every column of the query. Nothing is written to it yet.
+    pub(crate) async fn open(
+        mut conn: Conn,
+        settings: &Checked,
+        columns: &[Column],
+    ) -> Result<Self, SqlCopyError> {
+        let backend = conn.backend();
+        let key = settings
+            .key
+            .iter()
+            .map(|k| {
+                columns
+                    .iter()
+                    .position(|c| &c.name == k)
+                    .ok_or_else(|| SqlCopyError::Settings(format!("`key`: the query has no column `{k}`")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let table = settings.table.clone();
+        let existing = conn.table_columns(&table).await?;
+        let table_existed = !existing.is_empty();
+        if !table_existed && !settings.create_table {
+            return Err(SqlCopyError::MissingTable(table));
+        }
+        let target = if settings.mode == Mode::Replace {
+            let staging = format!("{table}{STAGING_SUFFIX}");
+            conn.execute(&format!("DROP TABLE IF EXISTS {}", backend.quote(&staging)))
+                .await?;
+            let like = match backend {
+                Backend::Postgres if table_existed => Some(format!(
+                    "CREATE TABLE {} (LIKE {} INCLUDING ALL)",
+                    backend.quote(&staging),
+                    backend.quote(&table)
+                )),
+                Backend::MySql if table_existed => Some(format!(
+                    "CREATE TABLE {} LIKE {}",
+                    backend.quote(&staging),
+                    backend.quote(&table)
+                )),
+                _ => None,
+            };
+            let create = like.unwrap_or_else(|| create_table(backend, &staging, columns, &settings.key));
+            conn.execute(&create).await?;
+            staging
+        } else {
+            if !table_existed {
+                conn.execute(&create_table(backend, &table, columns, &settings.key))
+                    .await?;
+            }
+            table.clone()
+        };
+        let sink_columns = if target == table && table_existed {
+            existing
+        } else {
+            conn.table_columns(&target).await?
+        };
+        let mut casts = Vec::with_capacity(columns.len());
+        for column in columns {
+            let found = sink_columns.iter().find(|(name, _)| match backend {
+                Backend::Postgres => name == &column.name,
+                Backend::MySql | Backend::Sqlite => name.eq_ignore_ascii_case(&column.name),
+            });
+            let Some((_, sink_type)) = found else {
+                return Err(SqlCopyError::MissingColumn {
+                    table: target,
+                    column: column.name.clone(),
+                });
+            };
+            casts.push((backend == Backend::Postgres && is_identifier(sink_type)).then(|| sink_type.clone()));
+        }
+        Ok(Self {
+            conn,
+            target,
+            table,
+            columns: columns.to_vec(),
+            casts,
+            key,
+            mode: settings.mode,
+            table_existed,
+            statements: HashMap::new(),
+        })
+    }
+
+    /// Writes rows in one transaction: all of them or, on an error or when the future is dropped, none.
+    pub(crate) async fn write(&mut self, rows: &[Vec<Cell>]) -> Result<u64, SqlCopyError> {
+        let per_statement = (self.conn.backend().max_parameters() / self.columns.len().max(1)).max(1);
+        let what = format!("cannot write into `{}`", self.target);
+        let mut statements = Vec::new();
+        for chunk in rows.chunks(per_statement) {
+            let chunk = self.without_repeated_keys(chunk);
+            let text = self.statement(chunk.len());
+            statements.push((text, chunk));
+        }
+        let written: u64 = statements.iter().map(|(_, c)| c.len() as u64).sum();
+        match &mut self.conn {
+            Conn::Postgres(c) => {
+                let mut tx = c.begin().await.map_err(sql(what.clone()))?;
+                for (text, chunk) in statements {
+                    let mut q = sqlx::query(AssertSqlSafe(text));
+                    for row in chunk {
+                        for (cell, column) in row.iter().zip(&self.columns) {
+                            q = bind_pg(q, cell, column.ty);
+                        }
+                    }
+                    q.execute(&mut *tx).await.map_err(sql(what.clone()))?;
+                }
+                tx.commit().await.map_err(sql(what))?;
+            }
+            Conn::MySql(c) => {
+                let mut tx = c.begin().await.map_err(sql(what.clone()))?;
+                for (text, chunk) in statements {
+                    let mut q = sqlx::query(AssertSqlSafe(text));
+                    for row in chunk {
+                        for (cell, column) in row.iter().zip(&self.columns) {
+                            q = bind_mysql(q, cell, column.ty);
+                        }
+                    }
+                    q.execute(&mut *tx).await.map_err(sql(what.clone()))?;
+                }
+                tx.commit().await.map_err(sql(what))?;
+            }
+            Conn::Sqlite(c) => {
+                let mut tx = c.begin().await.map_err(sql(what.clone()))?;
+                for (text, chunk) in statements {
+                    let mut q = sqlx::query(AssertSqlSafe(text));
+                    for row in chunk {
+                        for (cell, column) in row.iter().zip(&self.columns) {
+                            q = bind_sqlite(q, cell, column.ty);
+                        }
+                    }
+                    q.execute(&mut *tx).await.map_err(sql(what.clone()))?;
+                }
+                tx.commit().await.map_err(sql(what))?;
+            }
+        }
+        Ok(written)
+    }
+
+    /// In `replace` mode, puts the loaded table in the sink table's place (in one transaction where the
+    /// backend allows; MySQL's RENAME TABLE of both is atomic itself).
+    pub(crate) async fn finish(&mut self) -> Result<(), SqlCopyError> {
+        if self.mode != Mode::Replace {
+            return Ok(());
+        }
+        let backend = self.conn.backend();
+        let table = backend.quote(&self.table);
+        let staging = backend.quote(&self.target);
+        match backend {
+            Backend::Postgres | Backend::Sqlite => {
+                self.conn.execute("BEGIN").await?;
+                let swapped = async {
+                    self.conn
+                        .execute(&format!("DROP TABLE IF EXISTS {table}"))
+                        .await?;
+                    self.conn
+                        .execute(&format!("ALTER TABLE {staging} RENAME TO {table}"))
+                        .await?;
+                    self.conn.execute("COMMIT").await
+                }
+                .await;
+                if swapped.is_err() {
+                    let _ = self.conn.execute("ROLLBACK").await;
+                }
+                swapped
+            }
+            Backend::MySql if self.table_existed => {
+                let old = backend.quote(&format!("{}__flowrun_old", self.table));
+                self.conn.execute(&format!("DROP TABLE IF EXISTS {old}")).await?;
+                self.conn
+                    .execute(&format!("RENAME TABLE {table} TO {old}, {staging} TO {table}"))
+                    .await?;
+                self.conn.execute(&format!("DROP TABLE {old}")).await
+            }
+            Backend::MySql => {
+                self.conn
+                    .execute(&format!("RENAME TABLE {staging} TO {table}"))
+                    .await
+            }
+        }
+    }
+
+    /// PostgreSQL refuses to update one row twice in a statement; the last of rows sharing a key wins, as
+    /// it would have row by row.
+    fn without_repeated_keys<'r>(&self, rows: &'r [Vec<Cell>]) -> Vec<&'r Vec<Cell>> {
+        if self.key.is_empty() || self.mode == Mode::Append {
+            return rows.iter().collect();
+        }
+        let mut kept: Vec<&Vec<Cell>> = Vec::with_capacity(rows.len());
+        let mut at: HashMap<String, usize> = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let key: String = self
+                .key
+                .iter()
+                .map(|&k| row[k].key_text())
+                .collect::<Vec<_>>()
+                .join("\u{1}");
+            match at.get(&key) {
+                Some(&i) => kept[i] = row,
+                None => {
+                    at.insert(key, kept.len());
+                    kept.push(row);
+                }
+            }
+        }
+        kept
+    }
+
+    /// The INSERT for `rows` rows, made once per row count so the driver reuses the prepared statement.
+    fn statement(&mut self, rows: usize) -> String {
+        if let Some(text) = self.statements.get(&rows) {
+            return text.clone();
+        }
+        let text = insert(
+            self.conn.backend(),
+            &self.target,
+            &self.columns,
+            &self.casts,
+            if self.mode == Mode::Append { &[] } else { &self.key },
+            rows,
+        );
+        self.statements.insert(rows, text.clone());
+        text
+    }
+}
+
+/// `INSERT INTO t (…) VALUES (…), …` with the upsert clause of the backend when `key` is not empty.
+fn insert(
+    backend: Backend,
+    table: &str,
+    columns: &[Column],
+    casts: &[Option<String>],
+    key: &[usize],
+    rows: usize,
+) -> String {
+    let names: Vec<String> = columns.iter().map(|c| backend.quote(&c.name)).collect();
+    let mut text = format!(
+        "INSERT INTO {} ({}) VALUES ",
+        backend.quote(table),
+        names.join(", ")
+    );
+    let mut n = 0;
+    for row in 0..rows {
+        if row > 0 {
+            text.push_str(", ");
+        }
+        text.push('(');
+        for (i, cast) in casts.iter().enumerate().take(columns.len()) {
+            n += 1;
+            if i > 0 {
+                text.push_str(", ");
+            }
+            text.push_str(&backend.placeholder(n));
+            if let Some(cast) = cast {
+                text.push_str("::");
+                text.push_str(cast);
+            }
+        }
+        text.push(')');
+    }
+    if key.is_empty() {
+        return text;
+    }
+    let updated: Vec<&String> = names
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !key.contains(i))
+        .map(|(_, name)| name)
+        .collect();
+    match backend {
+        Backend::Postgres | Backend::Sqlite => {
+            let key_names: Vec<&str> = key.iter().map(|&k| names[k].as_str()).collect();
+            text.push_str(&format!(" ON CONFLICT ({}) DO ", key_names.join(", ")));
+            if updated.is_empty() {
+                text.push_str("NOTHING");
+            } else {
+                let sets: Vec<String> = updated.iter().map(|n| format!("{n} = excluded.{n}")).collect();
+                text.push_str(&format!("UPDATE SET {}", sets.join(", ")));
+            }
+        }
+        Backend::MySql => {
+            let sets: Vec<String> = if updated.is_empty() {
+                vec![format!("{0} = {0}", names[key[0]])]
+            } else {
+                updated.iter().map(|n| format!("{n} = VALUES({n})")).collect()
+            };
+            text.push_str(&format!(" ON DUPLICATE KEY UPDATE {}", sets.join(", ")));
+        }
+    }
+    text
+}
+
+/// `CREATE TABLE` with types mapped from the query's and a primary key on `key`.
+fn create_table(backend: Backend, table: &str, columns: &[Column], key: &[String]) -> String {
+    let mut parts: Vec<String> = columns
+        .iter()
+        .map(|c| {
+            let in_key = key.contains(&c.name);
+            format!("{} {}", backend.quote(&c.name), backend.column_type(c.ty, in_key))
+        })
+        .collect();
+    if !key.is_empty() {
+        let names: Vec<String> = key.iter().map(|k| backend.quote(k)).collect();
+        parts.push(format!("PRIMARY KEY ({})", names.join(", ")));
+    }
+    format!("CREATE TABLE {} ({})", backend.quote(table), parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql_copy::cell::ColumnType;
+
+    fn columns() -> Vec<Column> {
+        ["id", "name"]
+            .iter()
+            .zip([ColumnType::I64, ColumnType::Text])
+            .map(|(n, ty)| Column {
+                name: (*n).to_owned(),
+                ty,
+                source_type: String::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn upserts_are_written_in_each_dialect() {
+        let casts = [Some("int8".to_owned()), Some("text".to_owned())];
+        assert_eq!(
+            insert(Backend::Postgres, "t", &columns(), &casts, &[0], 2),
+            "INSERT INTO \"t\" (\"id\", \"name\") VALUES ($1::int8, $2::text), ($3::int8, $4::text) \
+             ON CONFLICT (\"id\") DO UPDATE SET \"name\" = excluded.\"name\""
+        );
+        assert_eq!(
+            insert(Backend::MySql, "t", &columns(), &[None, None], &[0], 1),
+            "INSERT INTO `t` (`id`, `name`) VALUES (?, ?) ON DUPLICATE KEY UPDATE `name` = VALUES(`name`)"
+        );
+        assert_eq!(
+            insert(Backend::Sqlite, "t", &columns(), &[None, None], &[], 1),
+            "INSERT INTO \"t\" (\"id\", \"name\") VALUES (?, ?)"
+        );
+        assert_eq!(
+            create_table(Backend::MySql, "t", &columns(), &["name".to_owned()]),
+            "CREATE TABLE `t` (`id` BIGINT, `name` VARCHAR(255), PRIMARY KEY (`name`))"
+        );
+    }
+}
