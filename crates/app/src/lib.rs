@@ -13,6 +13,7 @@ use flowrun_infra::{Backend, ConnectSettings, SystemClock};
 use flowrun_memory::{MEMORY_URL, MemoryStore};
 use thiserror::Error;
 
+pub mod apply_file;
 pub mod json;
 
 pub use flowrun_infra::{

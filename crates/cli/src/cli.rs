@@ -32,6 +32,22 @@ pub(crate) enum Command {
     /// Create, update, list, show, enable, disable or delete data flows.
     #[command(subcommand)]
     Flow(FlowCommand),
+    /// Make the stored flows match a TOML file of `[flows.NAME]` tables: create, update (keeping
+    /// history) and, with --prune, delete.
+    Apply {
+        /// The flows file (see the README's "Flows in a file").
+        #[arg(value_name = "FILE.toml")]
+        file: String,
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also delete stored flows the file does not declare (never one that is running).
+        #[arg(long)]
+        prune: bool,
+        /// Print `{"created","updated","deleted","unchanged","changed","dry_run"}` as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Execute a data flow now and record the run.
     Run {
         /// The flow's name.

@@ -5,6 +5,7 @@
 //! `flowrun-infra` (SQL) and `flowrun-memory` (one process's memory). With the `mock` feature the ports come
 //! with mockall mocks (`MockRunRepository`, …).
 
+pub mod apply;
 pub mod context;
 pub mod duration;
 pub mod executor;
@@ -22,6 +23,7 @@ pub mod storage;
 pub mod text;
 pub mod trace;
 
+pub use apply::{ApplyError, ApplyField, ApplyPlan, ApplyReport, DesiredFlow, PlannedChange, Problem};
 pub use context::{Cancellation, MAX_OUTPUT_BYTES, RunContext, RunOutput};
 pub use duration::{DurationError, MAX_DURATION_SECS, format_duration, parse_duration};
 pub use executor::{ClaimedRun, ExecuteError, FlowExecutor, FlowFailure, FlowPanic, LeaseSettings};

@@ -137,8 +137,8 @@ pub struct PruneRequest {
 /// clock.
 #[derive(Clone)]
 pub struct FlowManagement {
-    flows: Arc<dyn DataFlowRepository>,
-    runs: Arc<dyn RunRepository>,
+    pub(crate) flows: Arc<dyn DataFlowRepository>,
+    pub(crate) runs: Arc<dyn RunRepository>,
     registry: Arc<dyn FlowRegistry>,
     clock: Arc<dyn Clock>,
 }
@@ -316,7 +316,7 @@ impl FlowManagement {
     }
 
     /// The run that is live (pending or in progress) on `flow`, if any.
-    async fn live_run(&self, flow: &DataFlow) -> Result<Option<RunId>, ManagementError> {
+    pub(crate) async fn live_run(&self, flow: &DataFlow) -> Result<Option<RunId>, RepositoryError> {
         for status in [RunStatus::InProgress, RunStatus::Pending] {
             let live = self
                 .runs

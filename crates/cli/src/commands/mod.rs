@@ -1,5 +1,6 @@
 //! One file per command group; [`dispatch`] opens what a command needs and hands it over.
 
+pub(crate) mod apply;
 pub(crate) mod classes;
 pub(crate) mod flow;
 pub(crate) mod heartbeat;
@@ -23,6 +24,20 @@ pub(crate) async fn dispatch(cli: Cli, registry: ClassRegistry) -> Outcome {
     let url = cli.database_url;
     match cli.command {
         Command::Migrate => migrate::migrate(&url, registry).await,
+        Command::Apply {
+            file,
+            dry_run,
+            prune,
+            json,
+        } => {
+            let request = apply::ApplyRequest {
+                file,
+                dry_run,
+                prune,
+                json,
+            };
+            apply::apply(&url, registry, request).await
+        }
         Command::Classes { json } => {
             classes::classes(&registry, json, &crate::output::Style::stdout());
             Ok(())
