@@ -1453,3 +1453,97 @@ async fn output_follows_a_run_and_state_is_saved_only_with_a_success() {
     })
     .await;
 }
+
+/// A run started and ended in 2040 keeps every time it wrote. MySQL/MariaDB drivers send a UTC time as a
+/// `TIMESTAMP`, which ends in January 2038 (MariaDB stores NULL beyond it), so the run path binds its times
+/// as `DATETIME`s: the due claim's comparison, the run's start, lease and end, the flow's last run and the
+/// retry it schedules, and the retry's claim.
+#[tokio::test]
+async fn a_run_in_2040_round_trips_on_every_backend() {
+    let at = |secs: i64| {
+        Utc.with_ymd_and_hms(2040, 3, 1, 12, 0, 0)
+            .single()
+            .expect("valid")
+            + Duration::seconds(secs)
+            + Duration::microseconds(654_321)
+    };
+    each_backend(async |h, k| {
+        let new = NewDataFlow::new(
+            FlowName::parse("far-2040").expect("name"),
+            "d",
+            true,
+            json!("Noop"),
+            RunInterval::DEFAULT.schedule(),
+        )
+        .expect("valid flow");
+        let created = Utc
+            .with_ymd_and_hms(2026, 11, 26, 12, 0, 0)
+            .single()
+            .expect("valid");
+        let flow = h.flows.create(new, created).await.expect("created");
+        let run_at = |claim, secs, attempt| StartRun {
+            data_flow_id: flow.id,
+            started_at: at(secs),
+            lease_owner: LeaseOwner::new("host:1"),
+            lease_expires_at: at(secs + 60),
+            claim,
+            trigger: Trigger::Manual,
+            attempt,
+        };
+
+        let due = Claim::Due {
+            next_run_at: Some(at(3600)),
+        };
+        let run = h
+            .runs
+            .start_run(run_at(due, 0, 1))
+            .await
+            .unwrap_or_else(|e| panic!("{k}: claimed when due in 2040: {e}"));
+        assert!(
+            h.runs.renew_lease(run.id, at(120)).await.expect("renew"),
+            "{k}: renewed"
+        );
+        let mut failed = RunOutcome::failure(at(30), "boom".into(), "trace".into());
+        failed.retry = Some(flowrun_domain::PendingRetry {
+            at: at(40),
+            attempt: 2,
+        });
+        h.runs
+            .finish_run(run.id, flow.id, failed)
+            .await
+            .unwrap_or_else(|e| panic!("{k}: finished: {e}"));
+        let stored = h.runs.find_run(run.id).await.expect("query").expect("found").run;
+        assert_eq!(stored.started_at, at(0), "{k}");
+        assert_eq!(stored.created_at, at(0), "{k}");
+        assert_eq!(stored.lease_expires_at, Some(at(120)), "{k}");
+        assert_eq!(stored.ended_at, Some(at(30)), "{k}");
+        assert_eq!(stored.updated_at, at(30), "{k}");
+        let after = h.flows.find_by_id(flow.id).await.expect("query").expect("found");
+        assert_eq!(after.last_run_at, Some(at(30)), "{k}");
+        assert_eq!(after.next_run_at, Some(at(3600)), "{k}");
+        assert_eq!(after.pending_retry.map(|retry| retry.at), Some(at(40)), "{k}");
+
+        let retry = h
+            .runs
+            .start_run(run_at(Claim::Retry, 40, 2))
+            .await
+            .unwrap_or_else(|e| panic!("{k}: retry claimed when due in 2040: {e}"));
+        h.runs
+            .finish_run(retry.id, flow.id, RunOutcome::success(at(50)))
+            .await
+            .unwrap_or_else(|e| panic!("{k}: retry finished: {e}"));
+        let stored = h
+            .runs
+            .find_run(retry.id)
+            .await
+            .expect("query")
+            .expect("found")
+            .run;
+        assert_eq!(
+            (stored.started_at, stored.ended_at, stored.status),
+            (at(40), Some(at(50)), RunStatus::Success),
+            "{k}"
+        );
+    })
+    .await;
+}

@@ -1,11 +1,12 @@
-//! `flowrun-bench`: how many runs per second flowrun records, against a hand-written SQL floor.
+//! `flowrun-bench`: how many runs per second flowrun records, against a raw SQL floor.
 //!
 //! The benchmark opens the database the way the binaries do ([`flowrun_app::open_sql`], which
 //! [`flowrun_app::App::open`] calls for an SQL URL), creates one data flow per concurrent task (`bench-0`,
 //! `bench-1`, …) and executes `--runs` runs through the real [`flowrun_domain::FlowExecutor`],
 //! `--concurrency` tasks at once, each on its own flow. With `--raw` it
-//! writes the same rows with the same lifecycle through hand-written SQL on the same connection pool
-//! instead ([`raw`]), which is the floor flowrun is compared with.
+//! writes the same rows with the same lifecycle by executing flowrun's run statements
+//! (`flowrun_infra::hot_path`) straight on the same connection pool instead ([`raw`]), without the executor
+//! and repository layers: the floor flowrun is compared with.
 //!
 //! It prints one JSON line ([`Report`]). Every invocation starts from the same state: the bench flows of
 //! earlier invocations and their runs are deleted first, and `--history N` makes sure exactly `N` past runs

@@ -1,5 +1,5 @@
 //! `flowrun-bench --database-url URL --runs N --concurrency C --class Noop|Fail [--raw] [--history N]`:
-//! executes `N` runs, `C` at once, through flowrun's executor (or, with `--raw`, through hand-written SQL)
+//! executes `N` runs, `C` at once, through flowrun's executor (or, with `--raw`, through its SQL alone)
 //! and prints one JSON line. Exits with 1 if any run did not end as expected, 2 on a setup failure.
 
 use std::process::ExitCode;

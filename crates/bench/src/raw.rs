@@ -1,8 +1,11 @@
-//! The floor: a run's rows written with hand-written SQL on the same SeaORM connections flowrun uses (its
-//! pool, and on a SQLite file the connection reserved for run writes, see `flowrun_infra::RunWriter`).
+//! The floor: a run's rows written by statements executed straight on the same SeaORM connections flowrun
+//! uses (its pool, and on a SQLite file the connection reserved for run writes, see
+//! `flowrun_infra::RunWriter`).
 //!
 //! Same rows, same lifecycle, same guards as flowrun's `SeaOrmRunRepository`, in as few round trips as
-//! those semantics allow:
+//! those semantics allow — with the very statements it executes (`flowrun_infra::hot_path`, built once from
+//! the entities), so the floor cannot drift from what flowrun sends. Only the layers around them are left
+//! out: the executor, the repository's retries, the flow.
 //!
 //! 1. one transaction that claims the flow (`active_run_id IS NULL` → a marker), inserts the run as
 //!    `pending` with `started_at` and its lease (`RETURNING id` on PostgreSQL, the driver's insert id on
@@ -19,63 +22,14 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chrono::{TimeDelta, Utc};
-use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseTransaction, Statement, Value};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, Value};
 
 use crate::Class;
-use flowrun_infra::{RunWriter, numbered_placeholders};
+use flowrun_infra::RunWriter;
+use flowrun_infra::hot_path::HotPath;
 
 /// The message a raw Fail run records, like the Fail flow's default one.
 pub const FAIL_MESSAGE: &str = "the Fail flow failed as configured";
-
-/// The statements of one run, with the backend's placeholders.
-#[derive(Debug, Clone)]
-struct Sql {
-    claim: String,
-    insert: String,
-    in_progress: String,
-    activate: String,
-    end_run: String,
-    end_flow: String,
-}
-
-impl Sql {
-    fn new(backend: DatabaseBackend) -> Self {
-        let returning = if backend == DatabaseBackend::Postgres {
-            " RETURNING id"
-        } else {
-            ""
-        };
-        Self {
-            claim: numbered_placeholders(
-                backend,
-                "UPDATE data_flows SET active_run_id = 0 WHERE id = ? AND active_run_id IS NULL",
-            ),
-            insert: numbered_placeholders(
-                backend,
-                &format!(
-                    "INSERT INTO data_flow_runs (data_flow_id, status, started_at, lease_owner, \
-                     lease_expires_at, attempt, triggered_by, created_at, updated_at) \
-                     VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?){returning}"
-                ),
-            ),
-            in_progress: numbered_placeholders(
-                backend,
-                "UPDATE data_flow_runs SET status = 'in_progress' WHERE id = ?",
-            ),
-            activate: numbered_placeholders(backend, "UPDATE data_flows SET active_run_id = ? WHERE id = ?"),
-            end_run: numbered_placeholders(
-                backend,
-                "UPDATE data_flow_runs SET status = ?, ended_at = ?, error_message = ?, error_backtrace = ?, \
-                 failure_kind = ?, updated_at = ? WHERE id = ? AND status = 'in_progress'",
-            ),
-            end_flow: numbered_placeholders(
-                backend,
-                "UPDATE data_flows SET last_run_at = ?, last_run_status = ?, active_run_id = NULL, \
-                 retry_at = NULL, retry_attempt = NULL, updated_at = ? WHERE id = ?",
-            ),
-        }
-    }
-}
 
 /// The `error_backtrace` a raw Fail run writes: `text` (what flowrun recorded for the same failure),
 /// brought to exactly `bytes` bytes when that is given — cut on a character boundary, or extended with
@@ -105,12 +59,11 @@ pub fn failure_text(text: &str, bytes: Option<usize>) -> String {
     out
 }
 
-/// Writes runs with hand-written SQL.
+/// Writes runs with flowrun's statements straight on the driver.
 #[derive(Debug)]
 pub struct RawWriter {
     db: RunWriter,
-    backend: DatabaseBackend,
-    sql: Sql,
+    sql: HotPath,
     class: Class,
     lease_owner: String,
     lease: TimeDelta,
@@ -122,20 +75,14 @@ impl RawWriter {
     /// `lease` held by this process. A Fail run records `failure_text` as its `error_backtrace` (see
     /// [`failure_text`]).
     pub fn new(db: RunWriter, class: Class, lease: Duration, failure_text: String) -> anyhow::Result<Self> {
-        let backend = db.pool().get_database_backend();
         Ok(Self {
-            backend,
-            sql: Sql::new(backend),
+            sql: HotPath::new(db.pool().get_database_backend()),
             db,
             class,
             lease_owner: flowrun_app::lease_owner().as_str().to_owned(),
             lease: TimeDelta::from_std(lease).context("lease length")?,
             failure_text,
         })
-    }
-
-    fn stmt(&self, sql: &str, values: impl IntoIterator<Item = Value>) -> Statement {
-        Statement::from_sql_and_values(self.backend, sql, values)
     }
 
     /// Executes one run of the flow with id `flow_id`: start, the flow, finish.
@@ -156,7 +103,7 @@ impl RawWriter {
         let now = Utc::now();
         let txn = self.db.begin().await?;
         let claimed = txn
-            .execute_raw(self.stmt(&self.sql.claim, [flow_id.into()]))
+            .execute_raw(self.sql.statement(&self.sql.claim, [flow_id.into()]))
             .await?
             .rows_affected();
         if claimed == 0 {
@@ -164,10 +111,13 @@ impl RawWriter {
             bail!("flow {flow_id} is held by another run");
         }
         let run_id = self.insert_pending(&txn, flow_id, now).await?;
-        txn.execute_raw(self.stmt(&self.sql.in_progress, [run_id.into()]))
+        txn.execute_raw(self.sql.statement(&self.sql.in_progress, [run_id.into()]))
             .await?;
-        txn.execute_raw(self.stmt(&self.sql.activate, [run_id.into(), flow_id.into()]))
-            .await?;
+        txn.execute_raw(
+            self.sql
+                .statement(&self.sql.activate, [run_id.into(), flow_id.into()]),
+        )
+        .await?;
         txn.commit().await?;
         Ok(run_id)
     }
@@ -180,16 +130,16 @@ impl RawWriter {
     ) -> anyhow::Result<i64> {
         let values: [Value; 8] = [
             flow_id.into(),
-            now.into(),
+            self.sql.time(now),
             self.lease_owner.as_str().into(),
-            (now + self.lease).into(),
+            self.sql.time(now + self.lease),
             1_i32.into(),
             "manual".into(),
-            now.into(),
-            now.into(),
+            self.sql.time(now),
+            self.sql.time(now),
         ];
-        let insert = self.stmt(&self.sql.insert, values);
-        if self.backend != DatabaseBackend::Postgres {
+        let insert = self.sql.statement(&self.sql.insert_pending, values);
+        if !self.sql.insert_returns_id() {
             let id = txn.execute_raw(insert).await?.last_insert_id();
             return i64::try_from(id).context("run id out of range");
         }
@@ -211,15 +161,15 @@ impl RawWriter {
         let ended = Utc::now();
         let txn = self.db.begin().await?;
         let ended_run = txn
-            .execute_raw(self.stmt(
+            .execute_raw(self.sql.statement(
                 &self.sql.end_run,
                 [
                     status.into(),
-                    ended.into(),
+                    self.sql.time(ended),
                     message.into(),
                     backtrace.into(),
                     (status == "failed").then_some("error").into(),
-                    ended.into(),
+                    self.sql.time(ended),
                     run_id.into(),
                 ],
             ))
@@ -229,9 +179,16 @@ impl RawWriter {
             txn.rollback().await?;
             bail!("run {run_id} is no longer in progress");
         }
-        txn.execute_raw(self.stmt(
+        txn.execute_raw(self.sql.statement(
             &self.sql.end_flow,
-            [ended.into(), status.into(), ended.into(), flow_id.into()],
+            [
+                self.sql.time(ended),
+                status.into(),
+                self.sql.time(None),
+                Option::<i32>::None.into(),
+                self.sql.time(ended),
+                flow_id.into(),
+            ],
         ))
         .await?;
         txn.commit().await?;

@@ -454,9 +454,25 @@ impl Spinner {
     }
 }
 
+/// `n thing`, `n things`.
+pub fn plural(n: u64, thing: &str) -> String {
+    if n == 1 {
+        format!("{n} {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_read_naturally() {
+        assert_eq!(plural(1, "run"), "1 run");
+        assert_eq!(plural(0, "run"), "0 runs");
+        assert_eq!(plural(3, "run"), "3 runs");
+    }
 
     #[test]
     fn durations_read_naturally() {

@@ -220,12 +220,14 @@ impl DataFlowRepository for SeaOrmDataFlowRepository {
     }
 
     async fn list_due(&self, now: DateTime<Utc>) -> Result<Vec<DataFlow>, RepositoryError> {
+        // Compared with DATETIME columns: past 2038 a TIMESTAMP bind would match nothing (see `far_time`).
+        let now = mapping::far_time(self.backend(), Some(now));
         let rows = data_flow::Entity::find()
             .filter(data_flow::Column::Enabled.eq(true))
             .filter(data_flow::Column::ActiveRunId.is_null())
             .filter(
                 Condition::any()
-                    .add(data_flow::Column::NextRunAt.lte(now))
+                    .add(data_flow::Column::NextRunAt.lte(now.clone()))
                     .add(data_flow::Column::RetryAt.lte(now)),
             )
             .order_by_asc(data_flow::Column::NextRunAt)

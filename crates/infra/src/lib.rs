@@ -8,6 +8,7 @@ mod db;
 pub mod entity;
 mod flows_repo;
 mod history;
+pub mod hot_path;
 mod mapping;
 mod runs_repo;
 mod secrets;

@@ -181,7 +181,8 @@ pub(crate) fn schedule_columns(schedule: &Schedule) -> (i64, Option<String>, Opt
 
 /// A time as a statement value for `backend`. MySQL drivers send a UTC time as a `TIMESTAMP`, whose range
 /// ends in January 2038 (MariaDB stores NULL beyond it); the columns are `DATETIME(6)`, so MySQL gets the
-/// UTC time without a zone, which holds any year. Use it for times that can lie far ahead (`next_run_at`).
+/// UTC time without a zone, which holds any year. Use it for every time bound to a timestamp column that
+/// can lie past 2038: schedule times, and on the run path every time (see [`crate::hot_path`]).
 pub(crate) fn far_time(backend: DatabaseBackend, at: Option<DateTime<Utc>>) -> sea_orm::Value {
     match backend {
         DatabaseBackend::MySql => at.map(|at| at.naive_utc()).into(),

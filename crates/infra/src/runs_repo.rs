@@ -1,10 +1,10 @@
 //! [`RunRepository`] on SeaORM: each lifecycle step is one transaction with guarded updates.
 //!
-//! The two steps every run takes, start and finish, run six fixed statements whose SQL is written once per
-//! backend when the repository is made ([`HotPath`]) and only bound per run. Building them with SeaORM's
-//! query builder each time cost more client CPU than the executor itself (expression trees, quoting,
-//! value copies: about a fifth of a run's instructions on SQLite, measured with callgrind; see
-//! `docs/performance.md`). Everything else (reads, the reaper, lease renewal) uses the entities.
+//! The steps every run takes — start, lease renewals, finish — run fixed statements built once per backend
+//! from the entities' columns when the repository is made ([`HotPath`]) and only bound per run. Building
+//! them with SeaORM's query builder each time cost more client CPU than the executor itself (expression
+//! trees, quoting, value copies: about a fifth of a run's instructions on SQLite, measured with callgrind;
+//! see `docs/performance.md`). Everything else (reads, the reaper) uses the entities.
 
 use std::sync::Arc;
 
@@ -18,15 +18,14 @@ use flowrun_domain::{
 };
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    FromQueryResult, JoinType, QueryFilter, QueryOrder, QuerySelect, RelationTrait, Statement,
-    TransactionTrait, Value,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, FromQueryResult,
+    JoinType, QueryFilter, QueryOrder, QuerySelect, RelationTrait, Statement, TransactionTrait, Value,
 };
 use sea_orm::{DbErr, ExecResult};
 use tracing::debug;
 
-use crate::db::numbered_placeholders;
 use crate::entity::{data_flow, data_flow_run};
+use crate::hot_path::HotPath;
 use crate::mapping::{self, is_rolled_back_by_conflict, repository_error};
 use crate::text::{MAX_ERROR_BACKTRACE_BYTES, MAX_ERROR_MESSAGE_BYTES, MAX_LEASE_OWNER_BYTES, storable};
 use crate::writer::{RunWriter, WriteTransaction};
@@ -35,10 +34,6 @@ use crate::writer::{RunWriter, WriteTransaction};
 /// and MariaDB do that under concurrent runs (the gap locks of their default isolation level), and ask
 /// applications to retry; the transaction was undone whole, so a retry cannot write twice.
 const ATTEMPTS: u32 = 3;
-
-/// While the start transaction runs, the flow's `active_run_id` holds this marker; the real run id replaces
-/// it before commit, so no other transaction ever sees it.
-const CLAIM_MARKER: i64 = 0;
 
 /// Stores runs in `data_flow_runs` and the flows' claims in `data_flows.active_run_id`.
 #[derive(Clone)]
@@ -55,71 +50,6 @@ impl std::fmt::Debug for SeaOrmRunRepository {
         f.debug_struct("SeaOrmRunRepository")
             .field("writer", &self.writer)
             .finish_non_exhaustive()
-    }
-}
-
-/// The SQL of the statements a run's start and finish execute, in the backend's dialect.
-#[derive(Debug)]
-struct HotPath {
-    backend: DatabaseBackend,
-    /// `active_run_id` NULL → the claim marker, for a manual run.
-    claim: String,
-    /// The same, only while the flow is enabled and due (scheduled runs), moving `next_run_at` on.
-    claim_due: String,
-    /// The same, only while the flow is enabled and its pending retry is due, clearing it.
-    claim_retry: String,
-    /// The run as `pending`; `RETURNING id` on PostgreSQL, the driver's insert id elsewhere.
-    insert_pending: String,
-    in_progress: String,
-    activate: String,
-    /// Guarded by `status = 'in_progress'`, so a reaped run's late outcome changes nothing.
-    end_run: String,
-    end_flow: String,
-}
-
-impl HotPath {
-    fn new(backend: DatabaseBackend) -> Self {
-        let sql = |text: &str| numbered_placeholders(backend, text);
-        let claim = format!("UPDATE data_flows SET active_run_id = {CLAIM_MARKER}");
-        let free = "WHERE id = ? AND active_run_id IS NULL";
-        let returning = if backend == DatabaseBackend::Postgres {
-            " RETURNING id"
-        } else {
-            ""
-        };
-        Self {
-            backend,
-            claim_due: sql(&format!(
-                "{claim}, next_run_at = ? {free} AND enabled = ? AND next_run_at <= ?"
-            )),
-            claim_retry: sql(&format!(
-                "{claim}, retry_at = NULL, retry_attempt = NULL {free} AND enabled = ? AND retry_at <= ?"
-            )),
-            claim: sql(&format!("{claim} {free}")),
-            insert_pending: sql(&format!(
-                "INSERT INTO data_flow_runs (data_flow_id, status, started_at, lease_owner, lease_expires_at, \
-                 attempt, triggered_by, created_at, updated_at) VALUES (?, '{}', ?, ?, ?, ?, ?, ?, ?){returning}",
-                RunStatus::Pending.as_str()
-            )),
-            in_progress: sql(&format!(
-                "UPDATE data_flow_runs SET status = '{}' WHERE id = ?",
-                RunStatus::InProgress.as_str()
-            )),
-            activate: sql("UPDATE data_flows SET active_run_id = ? WHERE id = ?"),
-            end_run: sql(&format!(
-                "UPDATE data_flow_runs SET status = ?, ended_at = ?, error_message = ?, error_backtrace = ?, \
-                 failure_kind = ?, updated_at = ? WHERE id = ? AND status = '{}'",
-                RunStatus::InProgress.as_str()
-            )),
-            end_flow: sql(
-                "UPDATE data_flows SET last_run_at = ?, last_run_status = ?, active_run_id = NULL, \
-                 retry_at = ?, retry_attempt = ?, updated_at = ? WHERE id = ?",
-            ),
-        }
-    }
-
-    fn statement<const N: usize>(&self, sql: &str, values: [Value; N]) -> Statement {
-        Statement::from_sql_and_values(self.backend, sql, values)
     }
 }
 
@@ -165,15 +95,15 @@ impl SeaOrmRunRepository {
             Claim::Manual => sql.statement(&sql.claim, [flow_id.into()]),
             Claim::Retry => sql.statement(
                 &sql.claim_retry,
-                [flow_id.into(), true.into(), request.started_at.into()],
+                [flow_id.into(), true.into(), sql.time(request.started_at)],
             ),
             Claim::Due { next_run_at } => sql.statement(
                 &sql.claim_due,
                 [
-                    mapping::far_time(sql.backend, next_run_at),
+                    sql.time(next_run_at),
                     flow_id.into(),
                     true.into(),
-                    request.started_at.into(),
+                    sql.time(request.started_at),
                 ],
             ),
         };
@@ -200,16 +130,16 @@ impl SeaOrmRunRepository {
             &sql.insert_pending,
             [
                 flow_id.into(),
-                started.into(),
+                sql.time(started),
                 owner.as_str().into(),
-                lease_expires_at.into(),
+                sql.time(lease_expires_at),
                 i32::try_from(request.attempt).unwrap_or(i32::MAX).into(),
                 request.trigger.as_str().into(),
-                started.into(),
-                started.into(),
+                sql.time(started),
+                sql.time(started),
             ],
         );
-        let run_id = insert_returning_id(&txn, sql.backend, insert).await?;
+        let run_id = insert_returning_id(&txn, sql, insert).await?;
         execute(&txn, sql.statement(&sql.in_progress, [run_id.into()])).await?;
         execute(
             &txn,
@@ -259,11 +189,11 @@ impl SeaOrmRunRepository {
             &sql.end_run,
             [
                 status.into(),
-                ended.into(),
+                sql.time(ended),
                 message.into(),
                 backtrace.into(),
                 outcome.failure_kind.map(FailureKind::as_str).into(),
-                ended.into(),
+                sql.time(ended),
                 run_id.0.into(),
             ],
         );
@@ -285,11 +215,11 @@ impl SeaOrmRunRepository {
         let end_flow = sql.statement(
             &sql.end_flow,
             [
-                ended.into(),
+                sql.time(ended),
                 status.into(),
-                mapping::far_time(sql.backend, outcome.retry.map(|retry| retry.at)),
+                sql.time(outcome.retry.map(|retry| retry.at)),
                 retry_attempt.into(),
-                ended.into(),
+                sql.time(ended),
                 data_flow_id.0.into(),
             ],
         );
@@ -349,13 +279,14 @@ impl SeaOrmRunRepository {
         now: DateTime<Utc>,
     ) -> Result<Option<DataFlowRun>, RepositoryError> {
         let message = abandoned_message(run.lease_owner.as_deref(), run.lease_expires_at, now);
+        let at = self.sql.time(now);
         let txn = self.begin().await?;
         let closed = data_flow_run::Entity::update_many()
             .col_expr(
                 data_flow_run::Column::Status,
                 Expr::value(RunStatus::Failed.as_str()),
             )
-            .col_expr(data_flow_run::Column::EndedAt, Expr::value(now))
+            .col_expr(data_flow_run::Column::EndedAt, Expr::value(at.clone()))
             .col_expr(data_flow_run::Column::ErrorMessage, Expr::value(message.clone()))
             .col_expr(
                 data_flow_run::Column::ErrorBacktrace,
@@ -365,10 +296,10 @@ impl SeaOrmRunRepository {
                 data_flow_run::Column::FailureKind,
                 Expr::value(FailureKind::Abandoned.as_str()),
             )
-            .col_expr(data_flow_run::Column::UpdatedAt, Expr::value(now))
+            .col_expr(data_flow_run::Column::UpdatedAt, Expr::value(at.clone()))
             .filter(data_flow_run::Column::Id.eq(run.id))
             .filter(data_flow_run::Column::Status.eq(RunStatus::InProgress.as_str()))
-            .filter(data_flow_run::Column::LeaseExpiresAt.lt(now))
+            .filter(data_flow_run::Column::LeaseExpiresAt.lt(at.clone()))
             .exec(&txn)
             .await
             .map_err(repository_error)?;
@@ -377,13 +308,13 @@ impl SeaOrmRunRepository {
             return Ok(None);
         }
         data_flow::Entity::update_many()
-            .col_expr(data_flow::Column::LastRunAt, Expr::value(now))
+            .col_expr(data_flow::Column::LastRunAt, Expr::value(at.clone()))
             .col_expr(
                 data_flow::Column::LastRunStatus,
                 Expr::value(LastRunStatus::Failed.as_str()),
             )
             .col_expr(data_flow::Column::ActiveRunId, Expr::value(Option::<i64>::None))
-            .col_expr(data_flow::Column::UpdatedAt, Expr::value(now))
+            .col_expr(data_flow::Column::UpdatedAt, Expr::value(at))
             .filter(data_flow::Column::Id.eq(run.data_flow_id))
             .filter(data_flow::Column::ActiveRunId.eq(run.id))
             .exec(&txn)
@@ -411,10 +342,10 @@ async fn execute(txn: &DatabaseTransaction, statement: Statement) -> Result<Exec
 /// packet, SQLite's `last_insert_rowid`) elsewhere — one round trip either way.
 async fn insert_returning_id(
     txn: &DatabaseTransaction,
-    backend: DatabaseBackend,
+    sql: &HotPath,
     insert: Statement,
 ) -> Result<i64, RepositoryError> {
-    if backend == DatabaseBackend::Postgres {
+    if sql.insert_returns_id() {
         let row = txn
             .query_one_raw(insert)
             .await
@@ -429,17 +360,14 @@ async fn insert_returning_id(
     })
 }
 
-/// The runs whose lease expired before `now`, of one flow or of all.
+/// The runs whose lease expired before `now` (a time as [`HotPath::time`] binds it), of one flow or of all.
 ///
 /// `status = 'in_progress'` is written as a literal, not bound: the index the reaper searches is partial
 /// (`WHERE status = 'in_progress'`, see the migration `m20261127_000001_live_run_lease_index`), and a planner
 /// can only use it when it can see that the query implies that condition. With a bound value SQLite has to
 /// re-prepare the statement once the value is known, and a PostgreSQL generic plan cannot use the index at
 /// all; a literal is planned right once.
-fn expired_runs(
-    now: DateTime<Utc>,
-    data_flow_id: Option<DataFlowId>,
-) -> sea_orm::Select<data_flow_run::Entity> {
+fn expired_runs(now: Value, data_flow_id: Option<DataFlowId>) -> sea_orm::Select<data_flow_run::Entity> {
     let mut query = data_flow_run::Entity::find()
         .filter(Expr::cust(format!(
             "status = '{}'",
@@ -545,14 +473,10 @@ impl RunRepository for SeaOrmRunRepository {
     }
 
     async fn renew_lease(&self, run_id: RunId, expires_at: DateTime<Utc>) -> Result<bool, RepositoryError> {
-        let result = data_flow_run::Entity::update_many()
-            .col_expr(data_flow_run::Column::LeaseExpiresAt, Expr::value(expires_at))
-            .filter(data_flow_run::Column::Id.eq(run_id.0))
-            .filter(data_flow_run::Column::Status.eq(RunStatus::InProgress.as_str()))
-            .exec(&self.db)
-            .await
-            .map_err(repository_error)?;
-        Ok(result.rows_affected > 0)
+        let sql = &*self.sql;
+        let renew = sql.statement(&sql.renew_lease, [sql.time(expires_at), run_id.0.into()]);
+        let result = self.db.execute_raw(renew).await.map_err(repository_error)?;
+        Ok(result.rows_affected() > 0)
     }
 
     async fn reap_expired(
@@ -560,7 +484,7 @@ impl RunRepository for SeaOrmRunRepository {
         now: DateTime<Utc>,
         data_flow_id: Option<DataFlowId>,
     ) -> Result<Vec<DataFlowRun>, RepositoryError> {
-        let expired = expired_runs(now, data_flow_id)
+        let expired = expired_runs(self.sql.time(now), data_flow_id)
             .all(&self.db)
             .await
             .map_err(repository_error)?;
@@ -581,7 +505,10 @@ impl RunRepository for SeaOrmRunRepository {
     ) -> Result<CancelOutcome, RepositoryError> {
         let by = storable(&by, MAX_LEASE_OWNER_BYTES).into_owned();
         data_flow_run::Entity::update_many()
-            .col_expr(data_flow_run::Column::CancelRequestedAt, Expr::value(at))
+            .col_expr(
+                data_flow_run::Column::CancelRequestedAt,
+                Expr::value(self.sql.time(at)),
+            )
             .col_expr(data_flow_run::Column::CancelRequestedBy, Expr::value(by))
             .filter(data_flow_run::Column::Id.eq(run_id.0))
             .filter(
@@ -695,7 +622,7 @@ fn stored_output(output: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sea_orm::QueryTrait;
+    use sea_orm::{DatabaseBackend, QueryTrait};
 
     #[tokio::test]
     async fn the_reaper_searches_the_partial_index_on_sqlite() {
@@ -703,7 +630,7 @@ mod tests {
             .await
             .expect("connects");
         crate::migrate(&db, "sqlite::memory:").await.expect("migrates");
-        let query = expired_runs(Utc::now(), None).build(DatabaseBackend::Sqlite);
+        let query = expired_runs(Utc::now().into(), None).build(DatabaseBackend::Sqlite);
         let plan = db
             .query_all_raw(Statement::from_sql_and_values(
                 DatabaseBackend::Sqlite,

@@ -1,11 +1,27 @@
 //! `flowrun-server`: the heartbeat endpoint and the read API over HTTP (axum), protected by an optional
-//! token and IP allow-list, with an optional in-process scheduler tick. The binary in `main.rs` reads the
-//! environment, retries the database at start-up and shuts down gracefully.
+//! token and IP allow-list, with an optional in-process scheduler tick.
+//!
+//! As a library it lets an application with flow classes of its own serve them with every route,
+//! environment variable and exit code of the stock `flowrun-server`, which is exactly [`main_with`] and
+//! the built-in classes:
+//!
+//! ```no_run
+//! fn main() -> std::process::ExitCode {
+//!     let registry = flowrun_app::builtin_registry();
+//!     // registry.register(…) your own classes here.
+//!     flowrun_server::main_with(registry)
+//! }
+//! ```
+//!
+//! [`serve`] is the same without the flag parsing, logging set-up and runtime, for an application that
+//! does those itself; [`router`] is the bare axum router.
 
 pub mod listener;
 pub mod retention;
 pub mod routes;
 pub mod security;
+mod serve;
+mod settings;
 
 use std::sync::Arc;
 
@@ -16,6 +32,8 @@ use flowrun_app::App;
 
 pub use listener::{ConnectionLimits, LimitArgs, with_limits};
 pub use security::{Security, parse_networks};
+pub use serve::{ServeError, init_logging, main_with, serve, serve_until};
+pub use settings::{DEFAULT_BIND, DEFAULT_SHUTDOWN_GRACE, ServerArgs, ServerSettings, SettingsError};
 
 /// The application's routes with the access rules applied.
 pub fn router(app: App, security: Security) -> Router {
