@@ -76,6 +76,11 @@ impl NotifySettings {
         })
     }
 
+    /// Checks a [`PUBLIC_URL_ENV`] value: an http(s) URL.
+    pub fn parse_public_url(raw: &str) -> Result<Url, NotifyError> {
+        parse_http_url(PUBLIC_URL_ENV, raw)
+    }
+
     /// The settings [`NOTIFY_URL_ENV`] and [`PUBLIC_URL_ENV`] give; `None` when no webhook is set.
     pub fn from_env() -> Result<Option<Self>, NotifyError> {
         let Some(url) = non_empty_env(NOTIFY_URL_ENV) else {
