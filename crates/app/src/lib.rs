@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use flowrun_domain::{
     ClassRegistry, Clock, DataFlowRepository, FlowExecutor, FlowManagement, FlowRegistry, LeaseOwner,
-    LeaseSettings, RunRepository, Scheduler, ShutdownSignal, Storage,
+    LeaseSettings, RunObserver, RunRepository, Scheduler, ShutdownSignal, Storage,
 };
 use flowrun_infra::{Backend, ConnectSettings, SystemClock};
 use flowrun_memory::{MEMORY_URL, MemoryStore};
@@ -339,6 +339,21 @@ impl App {
     /// The same app with its executor (and so its scheduler) following `shutdown`.
     pub fn with_shutdown(mut self, shutdown: ShutdownSignal) -> Self {
         self.executor = self.executor.with_shutdown(shutdown);
+        let concurrency = self.scheduler.concurrency();
+        self.scheduler = Scheduler::new(
+            Arc::clone(&self.flows),
+            Arc::clone(&self.runs),
+            self.executor.clone(),
+            Arc::clone(&self.clock),
+        )
+        .with_concurrency(concurrency);
+        self
+    }
+
+    /// The same app with its executor (and so its scheduler) reporting runs and cycles to `observer`
+    /// (metrics, notifications).
+    pub fn with_observer(mut self, observer: Arc<dyn RunObserver>) -> Self {
+        self.executor = self.executor.with_observer(observer);
         let concurrency = self.scheduler.concurrency();
         self.scheduler = Scheduler::new(
             Arc::clone(&self.flows),

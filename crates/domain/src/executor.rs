@@ -16,6 +16,7 @@ use crate::lease_keeper::{Kept, LeaseKeeper};
 use crate::model::{
     CancelRequest, DataFlow, DataFlowRun, FailureKind, LeaseOwner, RunId, RunOutcome, Trigger,
 };
+use crate::observer::{NoopObserver, RunObserver, notify};
 use crate::panic::{CatchPanic, catch};
 use crate::ports::{Claim, Clock, FinishRunError, RepositoryError, RunRepository, StartRun, StartRunError};
 use crate::registry::FlowRegistry;
@@ -311,6 +312,7 @@ pub struct FlowExecutor {
     keeper: Arc<LeaseKeeper>,
     shutdown: ShutdownSignal,
     stop_grace: StdDuration,
+    observer: Arc<dyn RunObserver>,
 }
 
 impl fmt::Debug for FlowExecutor {
@@ -343,7 +345,21 @@ impl FlowExecutor {
             keeper,
             shutdown: ShutdownSignal::never(),
             stop_grace: DEFAULT_STOP_GRACE,
+            observer: Arc::new(NoopObserver),
         }
+    }
+
+    /// Makes executions report to `observer` (metrics, notifications): each run's start, and its end once
+    /// the end has been recorded (see [`RunObserver`]). Schedulers built on this executor report their
+    /// cycles to it too. The default observer does nothing.
+    pub fn with_observer(mut self, observer: Arc<dyn RunObserver>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// The observer this executor reports to.
+    pub fn observer(&self) -> &Arc<dyn RunObserver> {
+        &self.observer
     }
 
     /// Sets how long a flow asked to stop (its timeout, a cancel request, shutdown) may take to return
@@ -572,6 +588,8 @@ impl<'a> Execution<'a> {
             run.trigger,
             self.data_flow.state.clone(),
         );
+        let observer = &self.executor.observer;
+        notify("run_started", || observer.run_started(self.data_flow, &run));
         let result = self.run_flow(&mut context, &lease).await;
         let state = context.take_new_state();
         self.record(run, result, context.output().text(), state, &lease)
@@ -826,12 +844,23 @@ impl<'a> Execution<'a> {
                 other => break other,
             }
         };
+        // After the end is written (or given up), so no observer can delay or change the record.
+        let ended = run.finished(&outcome);
+        let observer = &self.executor.observer;
+        notify("run_ended", || {
+            observer.run_ended(
+                self.data_flow,
+                &ended,
+                self.data_flow.last_run_status,
+                recorded.is_ok(),
+            );
+        });
         match (recorded, result) {
-            (Ok(()), Ok(())) => Ok(run.finished(&outcome)),
+            (Ok(()), Ok(())) => Ok(ended),
             (Ok(()), Err(failure)) => {
                 warn!(error = %failure, "flow failed");
                 Err(ExecuteError::Failed {
-                    run: Box::new(run.finished(&outcome)),
+                    run: Box::new(ended),
                     failure,
                 })
             }

@@ -13,6 +13,7 @@ pub mod flow;
 mod lease_keeper;
 pub mod management;
 pub mod model;
+pub mod observer;
 mod panic;
 pub mod ports;
 pub mod registry;
@@ -34,6 +35,7 @@ pub use model::{
     LastRunStatus, LeaseOwner, NewDataFlow, PendingRetry, RetryPolicy, RunId, RunInterval, RunOutcome,
     RunStatus, Timeout, Trigger, ValidationError,
 };
+pub use observer::{NoopObserver, RunObserver};
 pub use ports::{
     ActiveRun, CancelOutcome, Claim, Clock, CreateDataFlowError, DataFlowRepository, FinishRunError,
     RepositoryError, RunFilter, RunRecord, RunRepository, StartRun, StartRunError,

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::executor::{ExecuteError, FlowExecutor};
 use crate::model::{DataFlow, DataFlowRun, FlowName, RunId, Trigger};
+use crate::observer::notify;
 use crate::ports::{Clock, DataFlowRepository, RepositoryError, RunRepository};
 
 /// How a run started by a cycle ended, once it has.
@@ -249,13 +250,28 @@ impl Scheduler {
 
     /// Closes abandoned runs now; returns how many.
     pub async fn reap(&self) -> Result<usize, RepositoryError> {
-        Ok(self.runs.reap_expired(self.clock.now(), None).await?.len())
+        let reaped = self.runs.reap_expired(self.clock.now(), None).await?.len();
+        self.reaped(reaped);
+        Ok(reaped)
+    }
+
+    fn reaped(&self, count: usize) {
+        if count > 0 {
+            let observer = self.executor.observer();
+            notify("runs_reaped", || observer.runs_reaped(count));
+        }
     }
 
     async fn cycle(&self, wait_for_slots: bool) -> Result<Dispatch, CycleError> {
         let now = self.clock.now();
+        let began = std::time::Instant::now();
         let result = self.claim_and_start(now, wait_for_slots).await;
         self.note(result.as_ref().map(|_| ()).map_err(ToString::to_string), now);
+        let observer = self.executor.observer();
+        let report = result.as_ref().ok().map(|dispatch| &dispatch.report);
+        notify("cycle_finished", || {
+            observer.cycle_finished(now, began.elapsed(), report);
+        });
         result
     }
 
@@ -265,6 +281,7 @@ impl Scheduler {
         wait_for_slots: bool,
     ) -> Result<Dispatch, CycleError> {
         let reaped = self.runs.reap_expired(now, None).await?;
+        self.reaped(reaped.len());
         for run in &reaped {
             warn!(
                 run_id = run.id.0,

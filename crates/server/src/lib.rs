@@ -46,6 +46,7 @@ pub fn router(app: App, security: Security) -> Router {
         .route("/runs/{id}", get(routes::show_run))
         .route("/runs/{id}/cancel", post(routes::cancel_run))
         .route("/healthz", get(routes::healthz))
+        .route("/metrics", get(routes::metrics))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(Arc::new(app))

@@ -305,6 +305,19 @@ impl Tick {
     }
 }
 
+/// `GET /metrics`: every series in the Prometheus (OpenMetrics) text format; 404 when the router was
+/// built without metrics (a bare [`crate::router`] outside [`crate::serve`]).
+pub async fn metrics(metrics: Option<axum::Extension<flowrun_observe::Metrics>>) -> Response {
+    match metrics {
+        Some(axum::Extension(metrics)) => (
+            [(axum::http::header::CONTENT_TYPE, flowrun_observe::CONTENT_TYPE)],
+            metrics.encode(),
+        )
+            .into_response(),
+        None => ApiError::not_found("metrics are not enabled").into_response(),
+    }
+}
+
 /// `GET /healthz`: 200 when the database answers and, with a tick, the scheduler completed a cycle
 /// recently; 503 otherwise. The body says which part is unhealthy.
 pub async fn healthz(State(app): State<Arc<App>>, tick: Option<axum::Extension<Tick>>) -> Response {

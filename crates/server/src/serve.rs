@@ -22,6 +22,10 @@ use crate::routes::Tick;
 use crate::security::Security;
 use crate::settings::{ServerArgs, ServerSettings, SettingsError};
 use crate::{router, with_limits};
+use flowrun_observe::{Metrics, Notifier, Observers};
+
+/// How long a stopping server waits for its queued notifications to be sent.
+const NOTIFY_FLUSH_ON_EXIT: Duration = Duration::from_secs(10);
 
 /// Why [`serve`] stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +49,9 @@ pub enum ServeError {
     /// Accepting connections failed.
     #[error("the HTTP server failed")]
     Http(#[source] std::io::Error),
+    /// The notifier could not be started.
+    #[error(transparent)]
+    Notify(#[from] flowrun_observe::NotifyError),
 }
 
 /// Serves the heartbeat endpoint and the read API with the flow classes of `registry` until SIGTERM or
@@ -79,6 +86,8 @@ pub async fn serve_until(
         retention,
         shutdown_grace: grace,
         limits,
+        notify,
+        metrics_bind,
         log_json: _,
     } = settings;
 
@@ -92,8 +101,18 @@ pub async fn serve_until(
         info!("stopped before the database answered");
         return Ok(());
     };
+    let metrics = Metrics::new();
+    let notifier = notify
+        .map(|notify| Notifier::start(notify, Some(metrics.clone())).map(Arc::new))
+        .transpose()?;
+    let observers = Observers {
+        metrics: metrics.clone(),
+        notifier,
+    };
     let (controller, signal) = ShutdownController::new();
-    let app = app.with_shutdown(signal.clone());
+    let app = app
+        .with_observer(Arc::new(observers.clone()))
+        .with_shutdown(signal.clone());
 
     let listener = tokio::net::TcpListener::bind(bind)
         .await
@@ -115,8 +134,32 @@ pub async fn serve_until(
             stop.clone(),
         ));
     }
+    if let Some(metrics_bind) = metrics_bind {
+        let metrics_listener = tokio::net::TcpListener::bind(metrics_bind)
+            .await
+            .map_err(|source| ServeError::Bind {
+                address: metrics_bind,
+                source,
+            })?;
+        let address = metrics_listener.local_addr().map_err(ServeError::LocalAddress)?;
+        warn!("metrics: GET /metrics on {address}, open to whoever reaches it (FLOWRUN_METRICS_BIND)");
+        let metrics_routes = axum::Router::new()
+            .route("/metrics", axum::routing::get(crate::routes::metrics))
+            .layer(axum::Extension(metrics.clone()));
+        let mut metrics_stop = stop.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(metrics_listener, metrics_routes)
+                .with_graceful_shutdown(async move {
+                    let _ = metrics_stop.wait_for(|stopped| *stopped).await;
+                })
+                .await;
+            if let Err(error) = served {
+                error!(%error, "the metrics listener failed");
+            }
+        });
+    }
     let scheduler = app.scheduler.clone();
-    let mut routes = router(app, security);
+    let mut routes = router(app, security).layer(axum::Extension(metrics));
     if let Some(every) = tick {
         routes = routes.layer(axum::Extension(Tick {
             every,
@@ -149,6 +192,13 @@ pub async fn serve_until(
     tokio::select! {
         result = served => result.map_err(ServeError::Http)?,
         () = deadline => warn!("some work did not end after the grace period; exiting anyway (the reaper will close its runs)"),
+    }
+    // The last runs' notifications, within a bound: a dead receiver must not hold the exit.
+    if tokio::time::timeout(NOTIFY_FLUSH_ON_EXIT, observers.flush())
+        .await
+        .is_err()
+    {
+        warn!("some notifications were not sent before exiting");
     }
     shutdown.abort();
     info!(phase = ?signal.phase(), "stopped");

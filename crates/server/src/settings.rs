@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use flowrun_app::{DEFAULT_DATABASE_URL, Settings};
+use flowrun_observe::NotifySettings;
 
 use crate::listener::{ConnectionLimits, LimitArgs};
 use crate::security::{Security, parse_networks};
@@ -60,6 +61,15 @@ pub struct ServerArgs {
           default_value_t = false, default_missing_value = "true",
           value_parser = clap::builder::BoolishValueParser::new())]
     pub log_json: bool,
+    /// Webhook that gets a JSON POST when a run fails and when a flow recovers (off when unset).
+    #[arg(long, env = "FLOWRUN_NOTIFY_URL", hide_env_values = true)]
+    pub notify_url: Option<String>,
+    /// Base URL of this server's pages, for the link to the run in each notification.
+    #[arg(long, env = "FLOWRUN_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Also serve GET /metrics on this address, open to whoever reaches it (no token, no allow-list).
+    #[arg(long, env = "FLOWRUN_METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
     /// Connection and request-size limits.
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -112,8 +122,25 @@ impl ServerArgs {
         database.connect_timeout = CONNECT_ATTEMPT_TIMEOUT;
         database.concurrency = flowrun_app::parse_concurrency(&self.concurrency.to_string())
             .map_err(|e| invalid(e.to_string()))?;
+        let notify = self
+            .notify_url
+            .as_deref()
+            .filter(|raw| !raw.trim().is_empty())
+            .map(|url| -> Result<NotifySettings, SettingsError> {
+                let mut notify = NotifySettings::new(url).map_err(|e| invalid(e.to_string()))?;
+                notify.public_url = self
+                    .public_url
+                    .as_deref()
+                    .filter(|raw| !raw.trim().is_empty())
+                    .map(|raw| NotifySettings::parse_public_url(raw).map_err(|e| invalid(e.to_string())))
+                    .transpose()?;
+                Ok(notify)
+            })
+            .transpose()?;
         Ok(ServerSettings {
             database,
+            notify,
+            metrics_bind: self.metrics_bind,
             bind: self.bind,
             security,
             tick,
@@ -156,6 +183,11 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// Connection and request-size limits (`FLOWRUN_MAX_CONNECTIONS`, …).
     pub limits: ConnectionLimits,
+    /// Failure/recovery notifications (`FLOWRUN_NOTIFY_URL`, `FLOWRUN_PUBLIC_URL`); `None`: none sent.
+    pub notify: Option<NotifySettings>,
+    /// A second listener serving only `GET /metrics`, without token or allow-list
+    /// (`FLOWRUN_METRICS_BIND`); `/metrics` on the main listener is there either way, guarded.
+    pub metrics_bind: Option<SocketAddr>,
     /// Whether [`crate::init_logging`] writes JSON lines (`FLOWRUN_LOG_JSON`); [`crate::serve`] itself
     /// sets up no logging.
     pub log_json: bool,
@@ -175,6 +207,8 @@ impl ServerSettings {
             retention: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             limits: ConnectionLimits::default(),
+            notify: None,
+            metrics_bind: None,
             log_json: false,
         }
     }
