@@ -10,6 +10,7 @@ mod m20261127_000001_live_run_lease_index;
 mod m20261128_000001_flow_schedules;
 mod m20261129_000001_run_control;
 mod m20261130_000001_run_output_and_state;
+mod m20261130_000002_retry_columns;
 
 /// Every migration of flowrun, in order.
 #[derive(Debug)]
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000001_flow_schedules::Migration),
             Box::new(m20261129_000001_run_control::Migration),
             Box::new(m20261130_000001_run_output_and_state::Migration),
+            Box::new(m20261130_000002_retry_columns::Migration),
         ]
     }
 }
