@@ -74,7 +74,8 @@ pub fn run_json(run: &DataFlowRun, flow_name: &str) -> Value {
 }
 
 /// A configuration as it may be shown: every string that is a URL with a password (or a secret query
-/// parameter) has it masked. `${env:…}` references are stored unresolved, so they show as written.
+/// parameter) has it masked, and a webhook (`notify`) shows only its scheme and host. `${env:…}` references
+/// are stored unresolved, so they show as written.
 pub fn masked(configuration: &Value) -> Value {
     match configuration {
         Value::String(text) if text.contains("://") => Value::String(crate::mask_url(text)),
@@ -82,7 +83,12 @@ pub fn masked(configuration: &Value) -> Value {
         Value::Object(object) => Value::Object(
             object
                 .iter()
-                .map(|(key, value)| (key.clone(), masked(value)))
+                .map(|(key, value)| match value {
+                    Value::String(url) if key == flowrun_domain::NOTIFY_KEY && !url.contains("${env:") => {
+                        (key.clone(), Value::String(flowrun_infra::mask_webhook(url)))
+                    }
+                    _ => (key.clone(), masked(value)),
+                })
                 .collect(),
         ),
         other => other.clone(),
@@ -131,5 +137,16 @@ mod tests {
         assert_eq!(shown["sink"], "${env:SINK_URL}");
         assert_eq!(shown["args"][2], "plain");
         assert_eq!(shown["batch_size"], 500);
+    }
+
+    #[test]
+    fn a_flow_webhook_shows_only_its_scheme_and_host() {
+        let shown = masked(&json!({
+            "class_name": "Noop",
+            "notify": "https://hooks.slack.example:8443/services/T0/B1/SECRETPART?x=1",
+        }));
+        assert_eq!(shown["notify"], "https://hooks.slack.example:8443/<masked>");
+        let by_reference = masked(&json!({"notify": "${env:TEAM_WEBHOOK}"}));
+        assert_eq!(by_reference["notify"], "${env:TEAM_WEBHOOK}");
     }
 }

@@ -42,7 +42,8 @@ pub use ports::{
 };
 pub use ports::{FlowChanges, PruneRuns, ScheduleChange};
 pub use registry::{
-    BuildFlowError, ClassInfo, ClassRegistry, FlowClass, FlowRegistry, SettingInfo, settings_of,
+    BuildFlowError, ClassInfo, ClassRegistry, FlowClass, FlowRegistry, NOTIFY_KEY, SettingInfo, notify_url,
+    settings_of,
 };
 pub use schedule::{CronSchedule, MAX_INTERVAL_SECS, MAX_UPCOMING, Schedule, ScheduleError};
 pub use scheduler::{

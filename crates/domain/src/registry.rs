@@ -304,7 +304,26 @@ impl ClassRegistry {
             class: class_name.to_owned(),
             reason,
         };
-        let resolved = resolve_env(configuration, self.env.as_ref(), missing).map_err(invalid)?;
+        // The webhook is the notifier's business: a variable it lacks must not stop the flow from running,
+        // so it is checked for its form here and resolved only when a notification is sent.
+        let notify = configuration.get(NOTIFY_KEY);
+        if let Some(notify) = notify {
+            let shown = resolve_env(notify, self.env.as_ref(), Missing::Keep).map_err(invalid)?;
+            check_notify_value(&shown).map_err(invalid)?;
+        }
+        let resolved = match (configuration, notify) {
+            (Value::Object(object), Some(notify)) => {
+                let mut others = object.clone();
+                others.remove(NOTIFY_KEY);
+                let mut resolved =
+                    resolve_env(&Value::Object(others), self.env.as_ref(), missing).map_err(invalid)?;
+                if let Value::Object(resolved) = &mut resolved {
+                    resolved.insert(NOTIFY_KEY.to_owned(), notify.clone());
+                }
+                resolved
+            }
+            _ => resolve_env(configuration, self.env.as_ref(), missing).map_err(invalid)?,
+        };
         (class.constructor)(&resolved).map_err(invalid)
     }
 }
@@ -339,13 +358,60 @@ impl FlowRegistry for ClassRegistry {
     }
 }
 
-/// Reads a class's settings from a flow's whole configuration: the object without `class_name` (a string
-/// configuration has no settings). Unknown fields are refused; an error names the field.
+/// The configuration key naming a flow's own webhook for failure and recovery notifications: an http(s)
+/// URL, or an `${env:NAME}` reference to one. It belongs to flowrun, not to the class, so it is not one of
+/// the class's settings.
+pub const NOTIFY_KEY: &str = "notify";
+
+/// A flow's own notification webhook ([`NOTIFY_KEY`]) with its `${env:…}` references resolved from the
+/// process's environment; `None` when the configuration names none.
+///
+/// # Errors
+/// A reason for a person when the value is not a string, a reference cannot be resolved, or it is not an
+/// http(s) URL.
+pub fn notify_url(configuration: &Value) -> Option<Result<String, String>> {
+    let value = configuration.get(NOTIFY_KEY)?;
+    let lookup = |name: &str| std::env::var(name).ok();
+    Some(
+        resolve_env(value, &lookup, Missing::Refuse)
+            .and_then(|value| check_notify_value(&value).map(|()| value))
+            .map(|value| value.as_str().unwrap_or_default().to_owned()),
+    )
+}
+
+/// Refuses a [`NOTIFY_KEY`] value that is not an http(s) URL; an unresolved reference is let through (the
+/// process that sends the notification may have the variable).
+fn check_notify_value(value: &Value) -> Result<(), String> {
+    let refuse = || {
+        Err(format!(
+            "`{NOTIFY_KEY}`: must be an http:// or https:// URL (or \"${{env:NAME}}\")"
+        ))
+    };
+    let Some(text) = value.as_str() else {
+        return refuse();
+    };
+    if text.contains(ENV_PREFIX) {
+        return Ok(());
+    }
+    let host = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+        .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or_default());
+    match host {
+        Some(host) if !host.is_empty() && !text.chars().any(char::is_whitespace) => Ok(()),
+        _ => refuse(),
+    }
+}
+
+/// Reads a class's settings from a flow's whole configuration: the object without `class_name` and
+/// [`NOTIFY_KEY`] (a string configuration has no settings). Unknown fields are refused; an error names the
+/// field.
 pub fn settings_of<T: DeserializeOwned>(configuration: &Value) -> Result<T, String> {
     let settings = match configuration {
         Value::Object(object) => {
             let mut object = object.clone();
             object.remove("class_name");
+            object.remove(NOTIFY_KEY);
             Value::Object(object)
         }
         _ => Value::Object(Map::new()),
@@ -562,6 +628,59 @@ mod tests {
             reason(registry.build("Copy", &json!({"source": ""}))),
             "`source` must not be empty"
         );
+    }
+
+    #[test]
+    fn a_flow_names_its_own_webhook_beside_its_class_settings() {
+        let registry = registry();
+        for notify in [
+            "https://hooks.example/T0/B1",
+            "http://127.0.0.1:9/x?y=1",
+            "${env:NOPE_NOT_SET}",
+        ] {
+            let configuration = json!({"class_name": "Copy", "source": "a", "notify": notify});
+            assert!(registry.build("Copy", &configuration).is_ok(), "{notify}");
+            assert!(registry.check("Copy", &configuration).is_ok(), "{notify}");
+        }
+    }
+
+    #[test]
+    fn a_webhook_that_is_not_an_http_url_is_refused_naming_notify() {
+        let registry = registry();
+        for notify in [
+            json!("ftp://hooks.example/x"),
+            json!("https://"),
+            json!("hooks.example"),
+            json!(5),
+            json!("https://a b"),
+            json!("${env:HOME_DIR}"),
+        ] {
+            let why = reason(
+                registry
+                    .check("Copy", &json!({"source": "a", "notify": notify}))
+                    .map(|()| Box::new(Nothing) as Box<dyn Flow>),
+            );
+            assert!(
+                why.starts_with("`notify`: must be an http:// or https:// URL"),
+                "{notify}: {why}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_webhook_resolves_from_the_environment_only_when_a_notification_is_sent() {
+        assert_eq!(notify_url(&json!({"source": "a"})), None);
+        assert_eq!(
+            notify_url(&json!({"notify": "https://hooks.example/x"})),
+            Some(Ok("https://hooks.example/x".to_owned()))
+        );
+        assert_eq!(
+            notify_url(&json!({"notify": "${env:FLOWRUN_TEST_SURELY_UNSET}"})),
+            Some(Err(
+                "environment variable `FLOWRUN_TEST_SURELY_UNSET` is not set".to_owned()
+            ))
+        );
+        assert!(matches!(notify_url(&json!({"notify": 3})), Some(Err(_))));
     }
 
     #[test]

@@ -24,6 +24,6 @@ pub use db::{
 pub use flows_repo::SeaOrmDataFlowRepository;
 pub use runs_repo::{SeaOrmRunRepository, execute_unprepared};
 pub use sea_orm::DatabaseConnection;
-pub use secrets::{MASK, mask_url, scrub};
+pub use secrets::{MASK, mask_url, mask_webhook, scrub};
 pub use store::SqlStore;
 pub use writer::{RunWriter, WriteTransaction};

@@ -29,6 +29,24 @@ pub fn mask_url(url: &str) -> String {
     }
 }
 
+/// A webhook URL as it may be shown: scheme, host and port, the rest `<masked>`. Incoming-webhook URLs carry
+/// their secret in the path or query, so all of it goes.
+pub fn mask_webhook(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(parsed) => {
+            let port = parsed.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let host = parsed.host_str().unwrap_or_default();
+            let rest = if parsed.path() == "/" && parsed.query().is_none() {
+                String::new()
+            } else {
+                format!("/{MASK}")
+            };
+            format!("{}://{host}{port}{rest}", parsed.scheme())
+        }
+        Err(_) => MASK.to_owned(),
+    }
+}
+
 fn mask_parsed(mut parsed: Url) -> String {
     // `<` and `>` would be percent-encoded inside a URL; put a placeholder in and swap it afterwards.
     const PLACEHOLDER: &str = "FLOWRUNMASKEDSECRET";

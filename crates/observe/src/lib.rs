@@ -19,19 +19,21 @@ pub use notify::{Event, Notification, Notifier, NotifyError, NotifySettings, mas
 pub struct Observers {
     /// The metrics every run and cycle updates.
     pub metrics: Metrics,
-    /// Sends failure/recovery notifications; `None` without a webhook.
+    /// Sends failure/recovery notifications; `None` turns them off (even for flows that name a webhook).
     pub notifier: Option<Arc<Notifier>>,
 }
 
 impl Observers {
-    /// Fresh metrics, and a notifier started when `FLOWRUN_NOTIFY_URL` is set (see
-    /// [`NotifySettings::from_env`]). Must be called inside a Tokio runtime.
+    /// Fresh metrics, and a notifier with the settings of [`NotifySettings::from_env`]; it is started
+    /// whether or not `FLOWRUN_NOTIFY_URL` is set, because any flow may name its own webhook. Must be called
+    /// inside a Tokio runtime.
     pub fn from_env() -> Result<Self, NotifyError> {
         let metrics = Metrics::new();
-        let notifier = NotifySettings::from_env()?
-            .map(|settings| Notifier::start(settings, Some(metrics.clone())).map(Arc::new))
-            .transpose()?;
-        Ok(Self { metrics, notifier })
+        let notifier = Notifier::start(NotifySettings::from_env()?, Some(metrics.clone()))?;
+        Ok(Self {
+            metrics,
+            notifier: Some(Arc::new(notifier)),
+        })
     }
 
     /// Waits until the notifications queued so far have been sent or given up.

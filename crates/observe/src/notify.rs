@@ -2,6 +2,9 @@
 //! (its first success after a failure), sent in the background so that a slow or dead receiver never
 //! delays a run or changes its record.
 //!
+//! A notification goes to the process's webhook ([`NOTIFY_URL_ENV`]) and to the flow's own (its
+//! configuration's `notify`, see [`flowrun_domain::NOTIFY_KEY`]), once to each distinct URL.
+//!
 //! Runs put notifications on a bounded queue (never waiting: a full queue drops the notification, logs and
 //! counts it); one task sends them in order, each with a timeout and retries with growing pauses.
 
@@ -45,8 +48,8 @@ pub enum NotifyError {
 /// How to notify: where, and how patiently.
 #[derive(Debug, Clone)]
 pub struct NotifySettings {
-    /// The webhook that receives the POSTs.
-    pub url: Url,
+    /// The webhook that receives every flow's notifications; `None` leaves only the flows' own webhooks.
+    pub url: Option<Url>,
     /// The base URL of the server's pages; each notification links to `<public_url>/runs/<id>`.
     pub public_url: Option<Url>,
     /// The pauses between tries: a notification is tried once more than there are pauses.
@@ -65,14 +68,11 @@ impl NotifySettings {
     /// How many notifications may wait.
     pub const DEFAULT_QUEUE: usize = 256;
 
-    /// Notifications to `url` with the default retries, timeout and queue.
+    /// Notifications to `url` (and to flows' own webhooks) with the default retries, timeout and queue.
     pub fn new(url: &str) -> Result<Self, NotifyError> {
         Ok(Self {
-            url: parse_http_url(NOTIFY_URL_ENV, url)?,
-            public_url: None,
-            retry_delays: Self::DEFAULT_RETRY_DELAYS.to_vec(),
-            timeout: Self::DEFAULT_TIMEOUT,
-            queue: Self::DEFAULT_QUEUE,
+            url: Some(parse_http_url(NOTIFY_URL_ENV, url)?),
+            ..Self::default()
         })
     }
 
@@ -81,16 +81,30 @@ impl NotifySettings {
         parse_http_url(PUBLIC_URL_ENV, raw)
     }
 
-    /// The settings [`NOTIFY_URL_ENV`] and [`PUBLIC_URL_ENV`] give; `None` when no webhook is set.
-    pub fn from_env() -> Result<Option<Self>, NotifyError> {
-        let Some(url) = non_empty_env(NOTIFY_URL_ENV) else {
-            return Ok(None);
-        };
-        let mut settings = Self::new(&url)?;
-        settings.public_url = non_empty_env(PUBLIC_URL_ENV)
-            .map(|raw| parse_http_url(PUBLIC_URL_ENV, &raw))
-            .transpose()?;
-        Ok(Some(settings))
+    /// The settings [`NOTIFY_URL_ENV`] and [`PUBLIC_URL_ENV`] give (both optional).
+    pub fn from_env() -> Result<Self, NotifyError> {
+        Ok(Self {
+            url: non_empty_env(NOTIFY_URL_ENV)
+                .map(|raw| parse_http_url(NOTIFY_URL_ENV, &raw))
+                .transpose()?,
+            public_url: non_empty_env(PUBLIC_URL_ENV)
+                .map(|raw| parse_http_url(PUBLIC_URL_ENV, &raw))
+                .transpose()?,
+            ..Self::default()
+        })
+    }
+}
+
+impl Default for NotifySettings {
+    /// No process-wide webhook (flows' own still get theirs), default retries, timeout and queue.
+    fn default() -> Self {
+        Self {
+            url: None,
+            public_url: None,
+            retry_delays: Self::DEFAULT_RETRY_DELAYS.to_vec(),
+            timeout: Self::DEFAULT_TIMEOUT,
+            queue: Self::DEFAULT_QUEUE,
+        }
     }
 }
 
@@ -239,7 +253,7 @@ fn one_line(text: &str) -> String {
 }
 
 enum Job {
-    Send(Notification),
+    Send(Box<(Notification, Url)>),
     /// Answered once every notification queued before it has been sent or given up.
     Flush(oneshot::Sender<()>),
 }
@@ -251,6 +265,7 @@ enum Job {
 #[derive(Debug)]
 pub struct Notifier {
     queue: mpsc::Sender<Job>,
+    url: Option<Url>,
     public_url: Option<Url>,
     metrics: Option<Metrics>,
 }
@@ -268,11 +283,13 @@ impl Notifier {
             .map_err(|e| NotifyError::Client(e.without_url().to_string()))?;
         let (queue, jobs) = mpsc::channel(settings.queue.max(1));
         let public_url = settings.public_url.clone();
-        info!(webhook = %mask_url(&settings.url), "failure/recovery notifications enabled");
+        match &settings.url {
+            Some(url) => info!(webhook = %mask_url(url), "failure/recovery notifications enabled"),
+            None => tracing::debug!("failure/recovery notifications only to flows that name a webhook"),
+        }
         tokio::spawn(
             Sender {
                 client,
-                url: settings.url,
                 retry_delays: settings.retry_delays,
                 metrics: metrics.clone(),
             }
@@ -280,15 +297,17 @@ impl Notifier {
         );
         Ok(Self {
             queue,
+            url: settings.url,
             public_url,
             metrics,
         })
     }
 
-    /// Queues `notification` without waiting; when the queue is full it is dropped, logged and counted.
-    pub fn queue(&self, notification: Notification) {
+    /// Queues `notification` for `to` without waiting; when the queue is full it is dropped, logged and
+    /// counted.
+    pub fn queue(&self, notification: Notification, to: Url) {
         let event = notification.event;
-        if let Err(error) = self.queue.try_send(Job::Send(notification)) {
+        if let Err(error) = self.queue.try_send(Job::Send(Box::new((notification, to)))) {
             let why = match error {
                 mpsc::error::TrySendError::Full(_) => "the queue is full",
                 mpsc::error::TrySendError::Closed(_) => "the sender has stopped",
@@ -317,8 +336,42 @@ impl RunObserver for Notifier {
         if !recorded {
             return;
         }
-        if let Some(notification) = Notification::of(flow, run, previous, self.public_url.as_ref()) {
-            self.queue(notification);
+        let Some(notification) = Notification::of(flow, run, previous, self.public_url.as_ref()) else {
+            return;
+        };
+        let own = match flowrun_domain::notify_url(&flow.configuration) {
+            None => None,
+            Some(Ok(raw)) => match parse_http_url("notify", &raw) {
+                Ok(url) => Some(url),
+                Err(error) => {
+                    self.unusable(&notification, &error.to_string());
+                    None
+                }
+            },
+            // Checked when the flow was stored; what remains is a variable this process lacks.
+            Some(Err(reason)) => {
+                self.unusable(&notification, &reason);
+                None
+            }
+        };
+        match (self.url.clone(), own) {
+            (Some(all), Some(own)) if own != all => {
+                self.queue(notification.clone(), all);
+                self.queue(notification, own);
+            }
+            (Some(url), _) | (None, Some(url)) => self.queue(notification, url),
+            (None, None) => {}
+        }
+    }
+}
+
+impl Notifier {
+    fn unusable(&self, notification: &Notification, reason: &str) {
+        let event = notification.event.as_str();
+        warn!(event, flow = %notification.flow, run_id = notification.run_id,
+            "the flow's own notification webhook is unusable: {reason}");
+        if let Some(metrics) = &self.metrics {
+            metrics.count_notification(event, NotificationResult::Failed);
         }
     }
 }
@@ -326,7 +379,6 @@ impl RunObserver for Notifier {
 /// The background half: sends queued notifications one after another.
 struct Sender {
     client: reqwest::Client,
-    url: Url,
     retry_delays: Vec<Duration>,
     metrics: Option<Metrics>,
 }
@@ -341,7 +393,7 @@ impl Sender {
     async fn run(self, mut jobs: mpsc::Receiver<Job>) {
         while let Some(job) = jobs.recv().await {
             match job {
-                Job::Send(notification) => self.send(&notification).await,
+                Job::Send(job) => self.send(&job.0, &job.1).await,
                 Job::Flush(done) => {
                     let _ = done.send(());
                 }
@@ -349,9 +401,9 @@ impl Sender {
         }
     }
 
-    async fn send(&self, notification: &Notification) {
+    async fn send(&self, notification: &Notification, to: &Url) {
         let event = notification.event.as_str();
-        let webhook = mask_url(&self.url);
+        let webhook = mask_url(to);
         let body = match serde_json::to_vec(notification) {
             Ok(body) => body,
             Err(error) => {
@@ -364,7 +416,7 @@ impl Sender {
         let mut tries = 0;
         loop {
             tries += 1;
-            let failed = match self.try_once(body.clone()).await {
+            let failed = match self.try_once(to, body.clone()).await {
                 Ok(()) => {
                     info!(event, flow = %notification.flow, run_id = notification.run_id, %webhook, tries,
                         "notification sent");
@@ -390,10 +442,10 @@ impl Sender {
         }
     }
 
-    async fn try_once(&self, body: Vec<u8>) -> Result<(), TryFailed> {
+    async fn try_once(&self, to: &Url, body: Vec<u8>) -> Result<(), TryFailed> {
         let answer = self
             .client
-            .post(self.url.clone())
+            .post(to.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body)
             .send()

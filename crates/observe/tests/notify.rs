@@ -122,6 +122,11 @@ struct Setup {
 }
 
 async fn setup(observer: Arc<dyn RunObserver>) -> Setup {
+    setup_with(observer, json!("Scripted")).await
+}
+
+/// The flow `nightly` of class `Scripted` with `configuration`.
+async fn setup_with(observer: Arc<dyn RunObserver>, configuration: Value) -> Setup {
     let store = MemoryStore::new();
     let flows = store.flows();
     let script = Arc::new(Mutex::new(VecDeque::new()));
@@ -132,7 +137,7 @@ async fn setup(observer: Arc<dyn RunObserver>) -> Setup {
         FlowName::parse("nightly").expect("name"),
         "",
         true,
-        json!("Scripted"),
+        configuration,
         RunInterval::DEFAULT.schedule(),
     )
     .expect("valid flow");
@@ -325,6 +330,61 @@ async fn a_full_queue_drops_and_counts_instead_of_waiting() {
     let text = metrics.encode();
     assert!(
         text.contains(r#"flowrun_notifications_total{event="failed",result="dropped"}"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_flow_that_names_its_own_webhook_is_notified_there_as_well() {
+    let (everyone, mut to_everyone) = receiver(Answer::Ok).await;
+    let (own, mut to_own) = receiver(Answer::Ok).await;
+    let notifier = Arc::new(Notifier::start(fast(&everyone), None).expect("notifier"));
+    let setup = setup_with(notifier.clone(), json!({"class_name": "Scripted", "notify": own})).await;
+    assert!(setup.run(false).await.is_err());
+    setup.run(true).await.expect("succeeds");
+    notifier.flush().await;
+    for bodies in [drain(&mut to_everyone), drain(&mut to_own)] {
+        let events: Vec<&str> = bodies.iter().filter_map(|body| body["event"].as_str()).collect();
+        assert_eq!(events, ["failed", "recovered"], "{bodies:#?}");
+    }
+}
+
+#[tokio::test]
+async fn without_a_process_webhook_only_flows_that_name_one_are_notified() {
+    let (own, mut to_own) = receiver(Answer::Ok).await;
+    let metrics = Metrics::new();
+    let notifier =
+        Arc::new(Notifier::start(NotifySettings::default(), Some(metrics.clone())).expect("notifier"));
+    let named = setup_with(notifier.clone(), json!({"class_name": "Scripted", "notify": own})).await;
+    assert!(named.run(false).await.is_err());
+    let silent = setup(notifier.clone()).await;
+    assert!(silent.run(false).await.is_err());
+    notifier.flush().await;
+    assert_eq!(drain(&mut to_own).len(), 1);
+    assert!(
+        metrics
+            .encode()
+            .contains(r#"flowrun_notifications_total{event="failed",result="sent"} 1"#),
+        "{}",
+        metrics.encode()
+    );
+}
+
+#[tokio::test]
+async fn a_flow_webhook_from_a_variable_this_process_lacks_is_counted_as_failed_and_the_run_is_unchanged() {
+    let metrics = Metrics::new();
+    let notifier =
+        Arc::new(Notifier::start(NotifySettings::default(), Some(metrics.clone())).expect("notifier"));
+    let configuration = json!({"class_name": "Scripted", "notify": "${env:FLOWRUN_TEST_SURELY_UNSET_HOOK}"});
+    let setup = setup_with(notifier.clone(), configuration).await;
+    match setup.run(false).await {
+        Err(ExecuteError::Failed { run, .. }) => assert_eq!(run.status, RunStatus::Failed),
+        other => panic!("expected a recorded failure, got {other:?}"),
+    }
+    notifier.flush().await;
+    let text = metrics.encode();
+    assert!(
+        text.contains(r#"flowrun_notifications_total{event="failed",result="failed"} 1"#),
         "{text}"
     );
 }

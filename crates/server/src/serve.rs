@@ -102,9 +102,7 @@ pub async fn serve_until(
         return Ok(());
     };
     let metrics = Metrics::new();
-    let notifier = notify
-        .map(|notify| Notifier::start(notify, Some(metrics.clone())).map(Arc::new))
-        .transpose()?;
+    let notifier = Some(Arc::new(Notifier::start(notify, Some(metrics.clone()))?));
     let observers = Observers {
         metrics: metrics.clone(),
         notifier,

@@ -122,20 +122,15 @@ impl ServerArgs {
         database.connect_timeout = CONNECT_ATTEMPT_TIMEOUT;
         database.concurrency = flowrun_app::parse_concurrency(&self.concurrency.to_string())
             .map_err(|e| invalid(e.to_string()))?;
-        let notify = self
-            .notify_url
+        let mut notify = match self.notify_url.as_deref().filter(|raw| !raw.trim().is_empty()) {
+            Some(url) => NotifySettings::new(url).map_err(|e| invalid(e.to_string()))?,
+            None => NotifySettings::default(),
+        };
+        notify.public_url = self
+            .public_url
             .as_deref()
             .filter(|raw| !raw.trim().is_empty())
-            .map(|url| -> Result<NotifySettings, SettingsError> {
-                let mut notify = NotifySettings::new(url).map_err(|e| invalid(e.to_string()))?;
-                notify.public_url = self
-                    .public_url
-                    .as_deref()
-                    .filter(|raw| !raw.trim().is_empty())
-                    .map(|raw| NotifySettings::parse_public_url(raw).map_err(|e| invalid(e.to_string())))
-                    .transpose()?;
-                Ok(notify)
-            })
+            .map(|raw| NotifySettings::parse_public_url(raw).map_err(|e| invalid(e.to_string())))
             .transpose()?;
         Ok(ServerSettings {
             database,
@@ -183,8 +178,9 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// Connection and request-size limits (`FLOWRUN_MAX_CONNECTIONS`, …).
     pub limits: ConnectionLimits,
-    /// Failure/recovery notifications (`FLOWRUN_NOTIFY_URL`, `FLOWRUN_PUBLIC_URL`); `None`: none sent.
-    pub notify: Option<NotifySettings>,
+    /// Failure/recovery notifications: the process's webhook (`FLOWRUN_NOTIFY_URL`, optional) and the
+    /// pages' base URL (`FLOWRUN_PUBLIC_URL`); flows that name their own webhook get notified either way.
+    pub notify: NotifySettings,
     /// A second listener serving only `GET /metrics`, without token or allow-list
     /// (`FLOWRUN_METRICS_BIND`); `/metrics` on the main listener is there either way, guarded.
     pub metrics_bind: Option<SocketAddr>,
@@ -207,7 +203,7 @@ impl ServerSettings {
             retention: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             limits: ConnectionLimits::default(),
-            notify: None,
+            notify: NotifySettings::default(),
             metrics_bind: None,
             log_json: false,
         }

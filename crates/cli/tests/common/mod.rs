@@ -15,6 +15,8 @@ pub fn flowrun(dir: &Path) -> Command {
         .env_remove("RUST_LOG")
         .env_remove("FLOWRUN_RUN_LEASE_SECS")
         .env_remove("FLOWRUN_CONCURRENCY")
+        .env_remove("FLOWRUN_NOTIFY_URL")
+        .env_remove("FLOWRUN_PUBLIC_URL")
         .env("NO_COLOR", "1");
     cmd
 }
