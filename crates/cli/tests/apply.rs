@@ -1,11 +1,13 @@
-//! `flowrun apply FILE.toml` through the binary, on SQLite: create, apply again (nothing changes), edit
-//! (updates keep the runs), `--prune`, `--dry-run`, and an invalid file that changes nothing.
+//! `flowrun apply FILE.toml` through the binary: create, apply again (nothing changes) and edit (updates
+//! keep the runs) on every configured backend; `--prune`, `--dry-run`, and an invalid file that changes
+//! nothing on SQLite (they go through the same use case, which the memory-store tests cover).
 
 mod common;
 
 use std::path::Path;
 
 use common::{flowrun, json};
+use flowrun_test_support::fresh_databases;
 use serde_json::Value;
 
 const FILE: &str = r#"
@@ -46,51 +48,65 @@ fn flow_names(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn a_file_creates_its_flows_a_second_apply_changes_nothing_and_an_edit_keeps_the_runs() {
-    let dir = tempfile::tempdir().expect("dir");
-    write(dir.path(), FILE);
-    let first = json(dir.path(), &["apply", "flows.toml", "--json"]);
-    assert_eq!(names(&first, "created"), ["nightly", "ping"]);
-    assert_eq!(first["dry_run"], false);
-    let nightly = json(dir.path(), &["flow", "show", "nightly", "--json"]);
-    assert_eq!(nightly["schedule"]["cron"], "0 2 * * *");
-    assert_eq!(nightly["schedule"]["tz"], "Europe/Berlin");
-    assert_eq!(nightly["timeout_secs"], 600);
-    assert_eq!(nightly["retries"], 2);
-    assert_eq!(nightly["description"], "the nightly one");
-    assert_eq!(nightly["configuration"]["seconds"], 0);
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_creates_its_flows_a_second_apply_changes_nothing_and_an_edit_keeps_the_runs() {
+    for db in fresh_databases().await {
+        let k = db.kind.name();
+        let dir = tempfile::tempdir().expect("dir");
+        let d = dir.path();
+        let url = db.url.as_str();
+        let on = |args: &[&'static str]| -> Vec<&str> { [&["--database-url", url][..], args].concat() };
+        let migrated = flowrun(d).args(on(&["migrate"])).output().expect("runs");
+        assert!(migrated.status.success(), "{k}: {migrated:?}");
+        write(d, FILE);
+        let first = json(d, &on(&["apply", "flows.toml", "--json"]));
+        assert_eq!(names(&first, "created"), ["nightly", "ping"], "{k}");
+        assert_eq!(first["dry_run"], false);
+        let nightly = json(d, &on(&["flow", "show", "nightly", "--json"]));
+        assert_eq!(nightly["schedule"]["cron"], "0 2 * * *", "{k}");
+        assert_eq!(nightly["schedule"]["tz"], "Europe/Berlin", "{k}");
+        assert_eq!(nightly["timeout_secs"], 600, "{k}");
+        assert_eq!(nightly["retries"], 2, "{k}");
+        assert_eq!(nightly["description"], "the nightly one", "{k}");
+        assert_eq!(nightly["configuration"]["seconds"], 0, "{k}");
 
-    let again = json(dir.path(), &["apply", "flows.toml", "--json"]);
-    assert_eq!(names(&again, "unchanged"), ["nightly", "ping"]);
-    assert!(names(&again, "created").is_empty() && names(&again, "updated").is_empty());
+        let again = json(d, &on(&["apply", "flows.toml", "--json"]));
+        assert_eq!(names(&again, "unchanged"), ["nightly", "ping"], "{k}");
+        assert!(
+            names(&again, "created").is_empty() && names(&again, "updated").is_empty(),
+            "{k}"
+        );
 
-    let run = json(dir.path(), &["run", "ping", "--json"]);
-    write(
-        dir.path(),
-        &FILE.replace("every = \"5m\"", "every = \"10m\"\nenabled = false"),
-    );
-    let text = flowrun(dir.path())
-        .args(["apply", "flows.toml"])
-        .output()
-        .expect("runs");
-    assert!(text.status.success(), "{text:?}");
-    let stdout = String::from_utf8_lossy(&text.stdout);
-    assert!(stdout.contains("~ updated ping (schedule, enabled)"), "{stdout}");
-    assert!(
-        stdout.contains("applied: 0 created, 1 updated, 0 deleted, 1 unchanged"),
-        "{stdout}"
-    );
-    let ping = json(dir.path(), &["flow", "show", "ping", "--json"]);
-    assert_eq!(ping["schedule"]["every_secs"], 600);
-    assert_eq!(ping["enabled"], false);
-    let runs = json(dir.path(), &["runs", "--flow", "ping", "--json"]);
-    assert_eq!(
-        runs.as_array().map(Vec::len),
-        Some(1),
-        "the history stays: {runs}"
-    );
-    assert_eq!(runs[0]["id"], run["id"]);
+        let run = json(d, &on(&["run", "ping", "--json"]));
+        write(
+            d,
+            &FILE.replace("every = \"5m\"", "every = \"10m\"\nenabled = false"),
+        );
+        let text = flowrun(d)
+            .args(on(&["apply", "flows.toml"]))
+            .output()
+            .expect("runs");
+        assert!(text.status.success(), "{k}: {text:?}");
+        let stdout = String::from_utf8_lossy(&text.stdout);
+        assert!(
+            stdout.contains("~ updated ping (schedule, enabled)"),
+            "{k}: {stdout}"
+        );
+        assert!(
+            stdout.contains("applied: 0 created, 1 updated, 0 deleted, 1 unchanged"),
+            "{k}: {stdout}"
+        );
+        let ping = json(d, &on(&["flow", "show", "ping", "--json"]));
+        assert_eq!(ping["schedule"]["every_secs"], 600, "{k}");
+        assert_eq!(ping["enabled"], false, "{k}");
+        let runs = json(d, &on(&["runs", "--flow", "ping", "--json"]));
+        assert_eq!(
+            runs.as_array().map(Vec::len),
+            Some(1),
+            "{k}: the history stays: {runs}"
+        );
+        assert_eq!(runs[0]["id"], run["id"], "{k}");
+    }
 }
 
 #[test]
