@@ -668,14 +668,15 @@ fn browser_available() -> bool {
     false
 }
 
-async fn browser(driver: &Driver) -> Client {
+/// A browser session whose window is `size` (`W,H`): screenshots show what fits in it.
+async fn browser(driver: &Driver, size: &str) -> Client {
     let mut capabilities = serde_json::Map::new();
     capabilities.insert(
         "goog:chromeOptions".into(),
         json!({
             "binary": CHROMIUM,
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,900", "--force-device-scale-factor=1", "--lang=en-US"],
+                     format!("--window-size={size}"), "--force-device-scale-factor=1", "--lang=en-US"],
         }),
     );
     ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
@@ -709,14 +710,22 @@ async fn wait_for_text(client: &Client, css: &str, within: Duration, ready: impl
     panic!("`{css}` on {url} never became ready within {within:?}; last text {last:?}");
 }
 
+/// Clicks the first element matching `css` once it is there (a click may still be loading the next page).
 async fn click(client: &Client, css: &str) {
-    client
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("no `{css}`: {e}"))
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("cannot click `{css}`: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match client.find(Locator::Css(css)).await {
+            Ok(element) => {
+                element
+                    .click()
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot click `{css}`: {e}"));
+                return;
+            }
+            Err(error) if Instant::now() > deadline => panic!("no `{css}`: {error}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }
 
 async fn path_of(client: &Client) -> String {
@@ -777,17 +786,33 @@ async fn the_dashboard_works_in_a_real_browser() {
     }
     let dashboard = Dashboard::with_token().await;
     let driver = Driver::start();
-    let client = browser(&driver).await;
+    let client = browser(&driver, "1280,900").await;
     // Close the browser whatever happened, so no Chromium outlives the test.
     let outcome =
-        futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(drive(&client, &dashboard))).await;
+        futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(drive(&client, &dashboard, &driver)))
+            .await;
     let _ = client.close().await;
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
 }
 
-async fn drive(client: &Client, dashboard: &Dashboard) {
+async fn log_in(client: &Client, dashboard: &Dashboard) {
+    client.goto(&dashboard.url("/ui/login")).await.expect("open");
+    client
+        .form(Locator::Css("form"))
+        .await
+        .expect("the login form")
+        .set_by_name("token", TOKEN)
+        .await
+        .expect("type")
+        .submit()
+        .await
+        .expect("submit");
+    wait_for_text(client, "h1", Duration::from_secs(30), |t| t == "Flows").await;
+}
+
+async fn drive(client: &Client, dashboard: &Dashboard, driver: &Driver) {
     let long = Duration::from_secs(30);
 
     // A wrong token is refused; the right one leads to the flows.
@@ -883,19 +908,35 @@ async fn drive(client: &Client, dashboard: &Dashboard) {
         client.goto(&dashboard.url("/ui")).await.expect("open");
         wait_for_text(client, "h1", long, |t| t == "Flows").await;
         screenshot(client, dir.as_ref(), "flows.png").await;
-        client
-            .goto(&dashboard.url("/ui/flows/orders-etl"))
+        // A taller window for the pages that go on below the fold (a window cannot grow past the
+        // size it was opened with in headless Chromium).
+        let tall = browser(driver, "1280,1640").await;
+        log_in(&tall, dashboard).await;
+        tall.goto(&dashboard.url("/ui/flows/orders-etl"))
             .await
             .expect("open");
-        wait_for_text(client, "h1", long, |t| t.contains("orders-etl")).await;
-        screenshot(client, dir.as_ref(), "flow.png").await;
-        let failed = dashboard.runs_of("broken").await[0].run.id.0;
-        client
-            .goto(&dashboard.url(&format!("/ui/runs/{failed}")))
+        wait_for_text(&tall, "h1", long, |t| t.contains("orders-etl")).await;
+        assert!(
+            tall.find(Locator::Css("figure.chart svg")).await.is_ok(),
+            "the duration chart is drawn"
+        );
+        screenshot(&tall, dir.as_ref(), "flow.png").await;
+        // A failed run with output if the ETL's dice gave one, else the Fail flow's.
+        let etl_failed = dashboard
+            .runs_of("orders-etl")
+            .await
+            .into_iter()
+            .find(|record| record.run.status == flowrun_domain::RunStatus::Failed);
+        let failed = match etl_failed {
+            Some(record) => record.run.id.0,
+            None => dashboard.runs_of("broken").await[0].run.id.0,
+        };
+        tall.goto(&dashboard.url(&format!("/ui/runs/{failed}")))
             .await
             .expect("open");
-        wait_for_text(client, "h1", long, |t| t.contains("Run #")).await;
-        screenshot(client, dir.as_ref(), "run-failed.png").await;
+        wait_for_text(&tall, "h1", long, |t| t.contains("Run #")).await;
+        screenshot(&tall, dir.as_ref(), "run-failed.png").await;
+        let _ = tall.close().await;
         client.set_window_size(390, 844).await.expect("phone width");
         client.goto(&dashboard.url("/ui")).await.expect("open");
         wait_for_text(client, "h1", long, |t| t == "Flows").await;

@@ -38,6 +38,12 @@ pub(super) fn durations(runs: &[&RunRecord]) -> Markup {
     let span_ms = (last - first).num_milliseconds().max(1) as f64;
     let max_ms = finished.iter().map(|(_, ms)| *ms).max().unwrap_or(0);
     let top_ms = nice_ceiling(max_ms.max(1));
+    // Short spans read in seconds, long ones by date.
+    let axis_format = if last - first < chrono::TimeDelta::days(1) {
+        "%H:%M:%S UTC"
+    } else {
+        "%m-%d %H:%M UTC"
+    };
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = HEIGHT - TOP - BOTTOM;
     let points: Vec<Point> = finished
@@ -78,8 +84,8 @@ pub(super) fn durations(runs: &[&RunRecord]) -> Markup {
                     line.gridline x1=(LEFT) x2=(WIDTH - RIGHT) y1=(format!("{y:.1}")) y2=(format!("{y:.1}")) {}
                     text.axis x=(LEFT - 8.0) y=(format!("{:.1}", y + 4.0)) text-anchor="end" { (duration_text(ms)) }
                 }
-                text.axis x=(LEFT) y=(HEIGHT - 8.0) text-anchor="start" { (first.format("%m-%d %H:%M UTC")) }
-                text.axis x=(WIDTH - RIGHT) y=(HEIGHT - 8.0) text-anchor="end" { (last.format("%m-%d %H:%M UTC")) }
+                text.axis x=(LEFT) y=(HEIGHT - 8.0) text-anchor="start" { (first.format(axis_format)) }
+                text.axis x=(WIDTH - RIGHT) y=(HEIGHT - 8.0) text-anchor="end" { (last.format(axis_format)) }
                 polyline.trend points=(line) {}
                 @for p in &points {
                     a href=(format!("/ui/runs/{}", p.id)) {

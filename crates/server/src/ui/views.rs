@@ -74,6 +74,10 @@ fn layout(page: &Page, title: &str, content: Markup) -> Markup {
             }
         }
     };
+    let content = html! {
+        (content)
+        footer.page-foot.muted.small { span #zone-note { "Times in UTC." } }
+    };
     document(title, "", header, content)
 }
 
@@ -290,7 +294,7 @@ pub(super) fn flows(
                     }
                 }
             }
-            p.muted.small { (rows.len()) @if rows.len() == 1 { " flow" } @else { " flows" } " · times in your time zone; hover for UTC" }
+            p.muted.small { (rows.len()) @if rows.len() == 1 { " flow" } @else { " flows" } }
         }
     };
     Rendered(StatusCode::OK, layout(page, "Flows", content))
@@ -308,7 +312,7 @@ fn flow_row(page: &Page, row: &FlowRow, back: &str) -> Markup {
                 @if !flow.description.is_empty() { div.muted.small.desc { (flow.description) } }
             }
             td.hide-sm { code { (class_of(flow)) } }
-            td.hide-sm { (schedule_text(&flow.schedule)) }
+            td.hide-sm.nowrap { (schedule_text(&flow.schedule)) }
             td.last {
                 @match latest {
                     Some(run) => {
@@ -423,10 +427,6 @@ pub(super) fn flow(page: &Page, view: &FlowView<'_>) -> Rendered {
             }
         }
         section.card {
-            h2 { "Configuration" span.muted.small { " · secrets masked" } }
-            pre.code { (configuration) }
-        }
-        section.card {
             h2 { "Run durations" span.muted.small { " · last " (view.chart.len()) " runs" } }
             (super::chart::durations(view.chart))
         }
@@ -465,6 +465,10 @@ pub(super) fn flow(page: &Page, view: &FlowView<'_>) -> Rendered {
                     a href=(format!("{url}?page={}", view.page + 1)) { "Older →" }
                 }
             }
+        }
+        section.card {
+            h2 { "Configuration" span.muted.small { " · secrets masked" } }
+            pre.code { (configuration) }
         }
     };
     Rendered(StatusCode::OK, layout(page, flow.name.as_str(), content))

@@ -3,18 +3,26 @@
 "use strict";
 
 (function () {
-  var formatter = new Intl.DateTimeFormat(undefined, {
-    year: "numeric", month: "short", day: "numeric",
-    hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short"
-  });
+  var thisYear = new Date().getFullYear();
+  var clock = { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" };
+  var sameYear = new Intl.DateTimeFormat(undefined, Object.assign({ month: "short", day: "numeric" }, clock));
+  var otherYear = new Intl.DateTimeFormat(undefined,
+    Object.assign({ year: "numeric", month: "short", day: "numeric" }, clock));
 
   function localTimes(root) {
     root.querySelectorAll("time[datetime]").forEach(function (el) {
       var at = new Date(el.getAttribute("datetime"));
       if (isNaN(at.getTime())) return;
       if (!el.title) el.title = el.textContent;
-      el.textContent = formatter.format(at);
+      el.textContent = (at.getFullYear() === thisYear ? sameYear : otherYear).format(at);
     });
+    var note = document.getElementById("zone-note");
+    if (note) {
+      var zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "your time zone";
+      note.textContent = /^(Etc\/)?UTC$/.test(zone)
+        ? "Times in UTC."
+        : "Times in " + zone + "; hover a time for UTC.";
+    }
   }
 
   // A notice belongs to the action that led here: drop it from the address so a reload does not repeat it.
