@@ -12,7 +12,7 @@ use tracing::error;
 #[derive(Debug)]
 pub(crate) enum RunNow {
     /// The run is recorded and running on this server.
-    Started(DataFlowRun),
+    Started(Box<DataFlowRun>),
     /// Another run holds the flow.
     AlreadyRunning {
         /// That run.
@@ -68,7 +68,7 @@ pub(crate) async fn run_now(
             RunNowError::Internal
         })?;
     match started {
-        Ok(run) => Ok((flow, RunNow::Started(run))),
+        Ok(run) => Ok((flow, RunNow::Started(Box::new(run)))),
         Err(StartNowError::Execute(ExecuteError::AlreadyRunning { run_id, since, .. })) => {
             Ok((flow, RunNow::AlreadyRunning { run_id, since }))
         }

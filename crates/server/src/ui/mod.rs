@@ -565,7 +565,7 @@ async fn flow_page(
     };
     // The history has no offset in the port: read up to the end of the page asked for, plus one to know
     // whether an older page exists.
-    let wanted = (page_number * PAGE_SIZE + 1).max(CHART_RUNS).min(MAX_RUNS);
+    let wanted = (page_number * PAGE_SIZE + 1).clamp(CHART_RUNS, MAX_RUNS);
     let runs = match ui
         .app
         .runs
