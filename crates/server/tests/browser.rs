@@ -604,6 +604,19 @@ async fn the_ip_allow_list_applies_to_the_dashboard() {
     }
 }
 
+#[test]
+fn the_dashboard_token_falls_back_to_the_heartbeat_token() {
+    let settings = |args: &[&str]| {
+        let mut all = vec!["flowrun-server", "--database-url", "memory:"];
+        all.extend_from_slice(args);
+        flowrun_server::ServerSettings::from_args(all).expect("settings")
+    };
+    let both = settings(&["--heartbeat-token", "h", "--ui-token", "u"]);
+    assert_eq!(both.security.dashboard_token(), Some("u"));
+    let heartbeat_only = settings(&["--heartbeat-token", "h", "--ui-token", ""]);
+    assert_eq!(heartbeat_only.security.dashboard_token(), Some("h"));
+}
+
 // ----- the browser -----
 
 const CHROMIUM: &str = "/usr/bin/chromium";
