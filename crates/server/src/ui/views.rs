@@ -326,6 +326,9 @@ fn flow_row(page: &Page, row: &FlowRow, back: &str) -> Markup {
             td.hide-sm.small {
                 @if !flow.enabled { span.muted { "—" } }
                 @else if let Some(retry) = flow.pending_retry { "retry at " (time(retry.at)) }
+                @else if let Some(next) = flow.next_run_at.filter(|next| *next <= page.now) {
+                    span.due { "due" } div { (time(next)) }
+                }
                 @else { (maybe_time(flow.next_run_at)) }
             }
             td.hide-md { (strip(&row.recent)) }
