@@ -30,7 +30,6 @@ use flowrun_domain::{
     CancelOutcome, DataFlow, ManagementError, RepositoryError, RunFilter, RunId, RunRecord, RunStatus,
     Trigger,
 };
-use futures::StreamExt;
 use serde::Deserialize;
 use tracing::{error, info, warn};
 
@@ -54,8 +53,6 @@ const MAX_RUNS: u64 = 1000;
 const CHART_RUNS: u64 = 100;
 /// Outcomes in the strip of each row of the flows table.
 const STRIP_RUNS: u64 = 20;
-/// Flows whose recent runs are read at once for the flows table.
-const STRIP_READS_AT_ONCE: usize = 8;
 
 /// Whether `path` is one of the dashboard's.
 pub fn is_ui_path(path: &str) -> bool {
@@ -147,7 +144,7 @@ async fn sessions(
         return next.run(request).await;
     }
     if ui.token.is_none() {
-        let session = match ui.key.mint(now + SESSION_LIFETIME) {
+        let session = match ui.key.mint(session_end(now)) {
             Ok(session) => session,
             Err(error) => {
                 error!(%error, "cannot make a dashboard session");
@@ -195,6 +192,12 @@ impl Ui {
             _ => false,
         }
     }
+}
+
+/// When a session started at `now` ends (the far end of the calendar if that is past it).
+fn session_end(now: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    now.checked_add_signed(SESSION_LIFETIME)
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
 }
 
 /// The values of every cookie named [`COOKIE_NAME`] in the request.
@@ -301,7 +304,7 @@ async fn login(
         )
             .into_response();
     }
-    let session = match ui.key.mint(ui.app.clock.now() + SESSION_LIFETIME) {
+    let session = match ui.key.mint(session_end(ui.app.clock.now())) {
         Ok(session) => session,
         Err(error) => {
             error!(%error, "cannot make a dashboard session");
@@ -477,30 +480,26 @@ async fn flows_page(
         .into_iter()
         .filter(|flow| needle.is_empty() || flow.name.as_str().to_lowercase().contains(&needle))
         .collect();
-    // One read per flow, a few at a time: the existing port lists runs of one flow, newest first.
-    let runs = Arc::clone(&ui.app.runs);
-    let reads = futures::stream::iter(flows.into_iter().map(|flow| {
-        let runs = Arc::clone(&runs);
-        async move {
-            let recent = runs
-                .list_runs(RunFilter {
-                    data_flow_id: Some(flow.id),
-                    limit: STRIP_RUNS,
-                    ..RunFilter::default()
-                })
-                .await?;
-            Ok::<_, RepositoryError>(FlowRow { flow, recent })
-        }
-    }))
-    .buffered(STRIP_READS_AT_ONCE)
-    .collect::<Vec<_>>()
-    .await;
-    let mut rows = Vec::with_capacity(reads.len());
-    for read in reads {
-        match read {
-            Ok(row) if filter.keeps(&row) => rows.push(row),
-            Ok(_) => {}
+    // One read per flow through the existing port (runs of one flow, newest first); a port method that
+    // reads every flow's latest runs at once is the step to take if a dashboard with many flows is slow.
+    let mut rows = Vec::with_capacity(flows.len());
+    for flow in flows {
+        let recent = match ui
+            .app
+            .runs
+            .list_runs(RunFilter {
+                data_flow_id: Some(flow.id),
+                limit: STRIP_RUNS,
+                ..RunFilter::default()
+            })
+            .await
+        {
+            Ok(recent) => recent,
             Err(error) => return database_error(&error),
+        };
+        let row = FlowRow { flow, recent };
+        if filter.keeps(&row) {
+            rows.push(row);
         }
     }
     let page = views::Page::new(&ui, &session, ui.app.clock.now());
