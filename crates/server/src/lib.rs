@@ -16,12 +16,14 @@
 //! [`serve`] is the same without the flag parsing, logging set-up and runtime, for an application that
 //! does those itself; [`router`] is the bare axum router.
 
+mod actions;
 pub mod listener;
 pub mod retention;
 pub mod routes;
 pub mod security;
 mod serve;
 mod settings;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -35,8 +37,15 @@ pub use security::{Security, parse_networks};
 pub use serve::{ServeError, init_logging, main_with, serve, serve_until};
 pub use settings::{DEFAULT_BIND, DEFAULT_SHUTDOWN_GRACE, ServerArgs, ServerSettings, SettingsError};
 
-/// The application's routes with the access rules applied.
+/// The application's routes (the JSON API and the dashboard) with the access rules applied.
 pub fn router(app: App, security: Security) -> Router {
+    let app = Arc::new(app);
+    let security = Arc::new(security);
+    let dashboard = ui::router(
+        Arc::clone(&app),
+        Arc::clone(&security),
+        security.dashboard_token().map(str::to_owned),
+    );
     Router::new()
         .route("/data_flows/heartbeat", post(routes::heartbeat))
         .route("/data_flows", get(routes::list_flows))
@@ -49,7 +58,8 @@ pub fn router(app: App, security: Security) -> Router {
         .route("/metrics", get(routes::metrics))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
-        .with_state(Arc::new(app))
-        .layer(from_fn_with_state(Arc::new(security), security::guard))
+        .with_state(app)
+        .merge(dashboard)
+        .layer(from_fn_with_state(security, security::guard))
         .layer(from_fn(routes::catch_panics))
 }

@@ -12,13 +12,14 @@ use axum::response::{IntoResponse, Response};
 use flowrun_app::App;
 use flowrun_app::json::{flow_json, heartbeat_json, run_json};
 use flowrun_domain::{
-    CancelOutcome, DataFlow, ExecuteError, FailureKind, RepositoryError, RunFilter, RunId, RunStatus,
-    StartNowError, Trigger,
+    CancelOutcome, DataFlow, FailureKind, RepositoryError, RunFilter, RunId, RunStatus, Trigger,
 };
 use futures::FutureExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::error;
+
+use crate::actions::{RunNow, RunNowError};
 
 /// `{"error": message}`.
 pub fn error_body(message: &str) -> Json<Value> {
@@ -210,26 +211,15 @@ fn requester(extensions: &axum::http::Extensions) -> String {
 pub async fn run_flow(State(app): State<Arc<App>>, name: Result<Path<String>, PathRejection>) -> Response {
     let result = async {
         let Path(name) = name?;
-        let flow = find_flow(&app, &name).await?;
-        // On a task of its own, like the heartbeat's cycle: a client that hangs up between the claim and
-        // the start of the run must not leave the run to be reaped as abandoned.
-        let scheduler = app.scheduler.clone();
-        let claimed = flow.clone();
-        let started = tokio::spawn(async move { scheduler.start_now(&claimed, Trigger::Api).await })
-            .await
-            .map_err(|join| {
-                error!(error = %join, "starting a run panicked");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-            })?;
-        match started {
-            Ok(run) => Ok((
+        match crate::actions::run_now(&app, &name, Trigger::Api).await {
+            Ok((flow, RunNow::Started(run))) => Ok((
                 StatusCode::ACCEPTED,
                 Json(
                     json!({ "run_id": run.id.0, "flow": flow.name.as_str(), "status": run.status.as_str() }),
                 ),
             )
                 .into_response()),
-            Err(StartNowError::Execute(ExecuteError::AlreadyRunning { run_id, since, .. })) => Ok((
+            Ok((flow, RunNow::AlreadyRunning { run_id, since })) => Ok((
                 StatusCode::CONFLICT,
                 Json(json!({
                     "error": format!("data flow `{}` is already running", flow.name),
@@ -238,21 +228,22 @@ pub async fn run_flow(State(app): State<Arc<App>>, name: Result<Path<String>, Pa
                 })),
             )
                 .into_response()),
-            Err(StartNowError::Execute(ExecuteError::FlowNotFound { .. })) => {
-                Err(ApiError::not_found(format!("no data flow named `{name}`")))
-            }
-            Err(
-                error @ (StartNowError::NoFreeSlot(_)
-                | StartNowError::Execute(ExecuteError::ShuttingDown { .. })),
-            ) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())),
-            Err(StartNowError::Execute(error)) => {
-                error!(%error, "could not start a run");
-                Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "database error"))
-            }
+            Err(error) => Err(ApiError::from(error)),
         }
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+impl From<RunNowError> for ApiError {
+    fn from(error: RunNowError) -> Self {
+        let status = match &error {
+            RunNowError::NotFound(_) => StatusCode::NOT_FOUND,
+            RunNowError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            RunNowError::Database | RunNowError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self::new(status, error.to_string())
+    }
 }
 
 /// `POST /runs/{id}/cancel` → 202 `{"run_id","cancel_requested_at","cancel_requested_by"}`: the process
@@ -264,11 +255,7 @@ pub async fn cancel_run(
     extensions: axum::http::Extensions,
 ) -> Result<Response, ApiError> {
     let Path(id) = id?;
-    match app
-        .runs
-        .request_cancel(RunId(id), requester(&extensions), app.clock.now())
-        .await?
-    {
+    match crate::actions::cancel(&app, RunId(id), requester(&extensions)).await? {
         CancelOutcome::Requested(request) => Ok((
             StatusCode::ACCEPTED,
             Json(json!({
@@ -357,9 +344,12 @@ pub async fn healthz(State(app): State<Arc<App>>, tick: Option<axum::Extension<T
     (status, Json(body)).into_response()
 }
 
-/// Unknown routes.
-pub async fn not_found() -> ApiError {
-    ApiError::not_found("Not Found")
+/// Unknown routes: JSON, or a page under the dashboard's prefix.
+pub async fn not_found(uri: axum::http::Uri) -> Response {
+    if crate::ui::is_ui_path(uri.path()) {
+        return crate::ui::not_found_page();
+    }
+    ApiError::not_found("Not Found").into_response()
 }
 
 /// Known routes with another method.

@@ -19,8 +19,11 @@ pub const TOKEN_HEADER: &str = "x-heartbeat-token";
 /// Access rules. Everything is off by default, as in the original service.
 #[derive(Debug, Clone, Default)]
 pub struct Security {
-    /// When set, every route but `/healthz` needs this value in `X-Heartbeat-Token`.
+    /// When set, every route but `/healthz` and the dashboard's needs this value in `X-Heartbeat-Token`.
     pub token: Option<String>,
+    /// The token the dashboard's login page asks for (`FLOWRUN_UI_TOKEN`); when unset, [`Security::token`]
+    /// is asked for; when both are unset the dashboard is open.
+    pub ui_token: Option<String>,
     /// When set, only clients in these networks are served (others get 403).
     pub allowed: Option<Vec<IpNet>>,
     /// Peers whose `X-Forwarded-For` is believed.
@@ -58,6 +61,22 @@ impl Security {
         Some(client)
     }
 
+    /// The dashboard's token: [`Security::ui_token`], else the heartbeat token.
+    pub fn dashboard_token(&self) -> Option<&str> {
+        self.ui_token.as_deref().or(self.token.as_deref())
+    }
+
+    /// Whether the request reached the proxy in front of us over https: `X-Forwarded-Proto: https`, believed
+    /// only from a trusted proxy (the server itself speaks plain HTTP).
+    pub fn forwarded_https(&self, peer: IpAddr, headers: &HeaderMap) -> bool {
+        contains(&self.trusted_proxies, peer.to_canonical())
+            && headers
+                .get("x-forwarded-proto")
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.split(',').next())
+                .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+    }
+
     fn token_matches(&self, token: &str, headers: &HeaderMap) -> bool {
         headers
             .get(TOKEN_HEADER)
@@ -65,8 +84,9 @@ impl Security {
     }
 }
 
-/// Middleware: allow-list (403), then token (401). `/healthz` is open so load balancers can probe it.
-/// Rejections are logged with the source address and never the token.
+/// Middleware: allow-list (403), then token (401). `/healthz` is open so load balancers can probe it; the
+/// dashboard's pages (see [`crate::ui`]) pass the allow-list here and check their own session cookie
+/// instead of the header. Rejections are logged with the source address and never the token.
 pub async fn guard(
     State(security): State<std::sync::Arc<Security>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -86,7 +106,13 @@ pub async fn guard(
         && !client.is_some_and(|ip| contains(allowed, ip))
     {
         warn!(source_ip = %source, peer = %peer.ip(), %path, "rejected: address not in FLOWRUN_ALLOWED_IPS");
+        if crate::ui::is_ui_path(&path) {
+            return crate::ui::forbidden_page();
+        }
         return (StatusCode::FORBIDDEN, error_body("Forbidden")).into_response();
+    }
+    if crate::ui::is_ui_path(&path) {
+        return next.run(request).await;
     }
     if let Some(token) = &security.token
         && !security.token_matches(token, request.headers())

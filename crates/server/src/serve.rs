@@ -384,8 +384,15 @@ async fn tick_loop(app: App, every: Duration, mut stop: watch::Receiver<bool>) {
 /// Says at start-up which access rules are on, and warns about those that are off.
 fn log_security(security: &Security) {
     match &security.token {
-        Some(_) => info!("heartbeat token: required in X-Heartbeat-Token on every route but /healthz"),
+        Some(_) => info!("heartbeat token: required in X-Heartbeat-Token on every API route but /healthz"),
         None => warn!("heartbeat token: DISABLED (set FLOWRUN_HEARTBEAT_TOKEN to require one)"),
+    }
+    match (&security.ui_token, &security.token) {
+        (Some(_), _) => info!("dashboard (/ui): login with FLOWRUN_UI_TOKEN required"),
+        (None, Some(_)) => info!("dashboard (/ui): login with the heartbeat token required"),
+        (None, None) => warn!(
+            "dashboard (/ui): OPEN to every allowed address (set FLOWRUN_UI_TOKEN or FLOWRUN_HEARTBEAT_TOKEN to require a login)"
+        ),
     }
     match &security.allowed {
         Some(nets) => info!(allowed = ?nets, "IP allow-list: enabled"),

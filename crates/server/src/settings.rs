@@ -38,6 +38,9 @@ pub struct ServerArgs {
     /// Token every route but /healthz requires in X-Heartbeat-Token (off when unset).
     #[arg(long, env = "FLOWRUN_HEARTBEAT_TOKEN", hide_env_values = true)]
     pub heartbeat_token: Option<String>,
+    /// Token the dashboard's login page asks for (the heartbeat token when unset; open when both are).
+    #[arg(long, env = "FLOWRUN_UI_TOKEN", hide_env_values = true)]
+    pub ui_token: Option<String>,
     /// Comma-separated IPs/CIDRs allowed to call the API (everyone when unset).
     #[arg(long, env = "FLOWRUN_ALLOWED_IPS")]
     pub allowed_ips: Option<String>,
@@ -94,6 +97,7 @@ impl ServerArgs {
         let invalid = |message: String| SettingsError::Invalid(message);
         let security = Security {
             token: self.heartbeat_token.filter(|t| !t.is_empty()),
+            ui_token: self.ui_token.filter(|t| !t.is_empty()),
             allowed: self
                 .allowed_ips
                 .as_deref()
@@ -166,8 +170,8 @@ pub struct ServerSettings {
     pub database: Settings,
     /// Where to listen (`FLOWRUN_BIND`); port 0 picks a free port, logged as `listening on …`.
     pub bind: SocketAddr,
-    /// Token, allow-list and trusted proxies (`FLOWRUN_HEARTBEAT_TOKEN`, `FLOWRUN_ALLOWED_IPS`,
-    /// `FLOWRUN_TRUSTED_PROXIES`).
+    /// Tokens, allow-list and trusted proxies (`FLOWRUN_HEARTBEAT_TOKEN`, `FLOWRUN_UI_TOKEN`,
+    /// `FLOWRUN_ALLOWED_IPS`, `FLOWRUN_TRUSTED_PROXIES`).
     pub security: Security,
     /// A scheduler cycle this often inside the server (`FLOWRUN_TICK_SECS`); `None`: only on heartbeats.
     pub tick: Option<Duration>,

@@ -24,6 +24,7 @@ impl Server {
             .env("FLOWRUN_BIND", "127.0.0.1:0")
             .env("RUST_LOG", "info")
             .env_remove("FLOWRUN_HEARTBEAT_TOKEN")
+            .env_remove("FLOWRUN_UI_TOKEN")
             .env_remove("FLOWRUN_ALLOWED_IPS")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -513,6 +514,37 @@ async fn logs_to_a_pipe_have_no_colour_codes_and_log_json_takes_the_usual_boolea
         let line = line.unwrap_or_else(|| panic!("FLOWRUN_LOG_JSON={value}: {seen:#?}"));
         assert_eq!(line.starts_with('{'), json, "FLOWRUN_LOG_JSON={value}: {line}");
         assert!(seen.iter().all(|l| !l.contains('\u{1b}')), "{seen:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_start_up_log_says_whether_the_dashboard_asks_for_a_login_and_never_the_token() {
+    let db = fresh_database(Kind::Sqlite).await;
+    let cases: [(&[(&str, &str)], &str); 3] = [
+        (&[], "dashboard (/ui): OPEN"),
+        (
+            &[("FLOWRUN_HEARTBEAT_TOKEN", "heartbeat-secret-1")],
+            "login with the heartbeat token required",
+        ),
+        (
+            &[
+                ("FLOWRUN_HEARTBEAT_TOKEN", "heartbeat-secret-1"),
+                ("FLOWRUN_UI_TOKEN", "ui-secret-2"),
+            ],
+            "login with FLOWRUN_UI_TOKEN required",
+        ),
+    ];
+    for (env, expected) in cases {
+        let mut server = Server::start(&db.url, env);
+        let line = server.wait_for("dashboard (/ui)", Duration::from_secs(30));
+        let _ = server.address();
+        let (_, seen) = server.finish(Duration::ZERO);
+        let line = line.unwrap_or_else(|| panic!("no dashboard line: {seen:#?}"));
+        assert!(line.contains(expected), "{env:?}: {line}");
+        assert!(
+            seen.iter().all(|l| !l.contains("secret-")) && !line.contains("secret-"),
+            "a token was logged: {seen:#?}"
+        );
     }
 }
 
