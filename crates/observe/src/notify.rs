@@ -50,7 +50,7 @@ pub enum NotifyError {
 pub struct NotifySettings {
     /// The webhook that receives every flow's notifications; `None` leaves only the flows' own webhooks.
     pub url: Option<Url>,
-    /// The base URL of the server's pages; each notification links to `<public_url>/runs/<id>`.
+    /// The base URL of the server's pages; each notification links to the run's dashboard page, `<public_url>/ui/runs/<id>`.
     pub public_url: Option<Url>,
     /// The pauses between tries: a notification is tried once more than there are pauses.
     pub retry_delays: Vec<Duration>,
@@ -185,7 +185,7 @@ pub struct Notification {
     pub message: Option<String>,
     /// Which attempt at its slot the run was.
     pub attempt: u32,
-    /// `<FLOWRUN_PUBLIC_URL>/runs/<id>`, when that is set.
+    /// `<FLOWRUN_PUBLIC_URL>/ui/runs/<id>` (the run's dashboard page), when that is set.
     pub url: Option<String>,
     /// One line for Slack/Mattermost-style incoming webhooks, which show this field.
     pub text: String,
@@ -200,7 +200,8 @@ impl Notification {
         public_url: Option<&Url>,
     ) -> Option<Self> {
         let event = Event::of(run, previous)?;
-        let url = public_url.map(|base| format!("{}/runs/{}", base.as_str().trim_end_matches('/'), run.id.0));
+        let url =
+            public_url.map(|base| format!("{}/ui/runs/{}", base.as_str().trim_end_matches('/'), run.id.0));
         let failure_kind = run.failure_kind.map(|kind| kind.as_str().to_owned());
         let message = match event {
             Event::Failed => run.error_message.as_deref().map(|m| cut(m, MAX_MESSAGE_CHARS)),

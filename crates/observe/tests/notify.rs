@@ -217,7 +217,7 @@ async fn one_notification_per_failed_run_and_one_per_recovery() {
     assert_eq!(failed["message"], "the source table is missing");
     assert_eq!(failed["attempt"], 1);
     let link = format!(
-        "https://flowrun.example.com/runs/{}",
+        "https://flowrun.example.com/ui/runs/{}",
         second.run_id().expect("a run").0
     );
     assert_eq!(failed["url"], json!(link));

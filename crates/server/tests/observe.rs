@@ -199,7 +199,7 @@ async fn metrics_follow_runs_behind_the_token_and_the_webhook_hears_of_each_fail
         assert_eq!(body["flow"], "observed");
         assert_eq!(body["failure_kind"], "error");
         assert_eq!(body["message"], "the source table is missing");
-        let link = format!("https://flowrun.example.com/runs/{}", body["run_id"]);
+        let link = format!("https://flowrun.example.com/ui/runs/{}", body["run_id"]);
         assert_eq!(body["url"], json!(link));
     }
     assert_ne!(checks[0]["run_id"], checks[1]["run_id"]);
