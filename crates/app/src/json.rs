@@ -74,8 +74,9 @@ pub fn run_json(run: &DataFlowRun, flow_name: &str) -> Value {
 }
 
 /// A configuration as it may be shown: every string that is a URL with a password (or a secret query
-/// parameter) has it masked, and a webhook (`notify`) shows only its scheme and host. `${env:…}` references
-/// are stored unresolved, so they show as written.
+/// parameter) has it masked, a webhook (`notify`) shows only its scheme and host, and the text of a key
+/// that names a secret (`password`, `Authorization`, `api_key`, `…_token`) is masked whole. `${env:…}`
+/// references are stored unresolved, so they show as written.
 pub fn masked(configuration: &Value) -> Value {
     match configuration {
         Value::String(text) if text.contains("://") => Value::String(crate::mask_url(text)),
@@ -84,8 +85,12 @@ pub fn masked(configuration: &Value) -> Value {
             object
                 .iter()
                 .map(|(key, value)| match value {
-                    Value::String(url) if key == flowrun_domain::NOTIFY_KEY && !url.contains("${env:") => {
+                    Value::String(text) if text.contains("${env:") => (key.clone(), value.clone()),
+                    Value::String(url) if key == flowrun_domain::NOTIFY_KEY => {
                         (key.clone(), Value::String(flowrun_infra::mask_webhook(url)))
+                    }
+                    Value::String(_) if is_secret_key(key) => {
+                        (key.clone(), Value::String(flowrun_infra::MASK.to_owned()))
                     }
                     _ => (key.clone(), masked(value)),
                 })
@@ -93,6 +98,27 @@ pub fn masked(configuration: &Value) -> Value {
         ),
         other => other.clone(),
     }
+}
+
+/// Whether a configuration key names a secret (`password`, `db_password`, `Authorization`, `X-Api-Key`,
+/// `auth_token`, …), compared without case, `-` or `_`: its text value is shown masked.
+fn is_secret_key(key: &str) -> bool {
+    const ENDINGS: [&str; 8] = [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "apikey",
+        "authorization",
+        "cookie",
+        "privatekey",
+    ];
+    let key: String = key
+        .chars()
+        .filter(|c| !matches!(c, '-' | '_'))
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    key == "pwd" || key == "pass" || ENDINGS.iter().any(|ending| key.ends_with(ending))
 }
 
 /// The contract's heartbeat shape.
@@ -148,5 +174,26 @@ mod tests {
         assert_eq!(shown["notify"], "https://hooks.slack.example:8443/<masked>");
         let by_reference = masked(&json!({"notify": "${env:TEAM_WEBHOOK}"}));
         assert_eq!(by_reference["notify"], "${env:TEAM_WEBHOOK}");
+    }
+
+    #[test]
+    fn values_under_secret_keys_are_masked_but_references_show_as_written() {
+        let shown = masked(&json!({
+            "class_name": "Http",
+            "url": "https://api.example/x",
+            "headers": {"Authorization": "Bearer abc123", "X-Api-Key": "k-999", "Accept": "text/plain",
+                "X-Token": "${env:API_TOKEN}"},
+            "db_password": "hunter2",
+            "max_tokens": 5,
+        }));
+        let text = shown.to_string();
+        assert!(
+            !text.contains("abc123") && !text.contains("k-999") && !text.contains("hunter2"),
+            "{text}"
+        );
+        assert_eq!(shown["headers"]["Accept"], "text/plain");
+        assert_eq!(shown["headers"]["X-Token"], "${env:API_TOKEN}");
+        assert_eq!(shown["max_tokens"], 5);
+        assert_eq!(shown["url"], "https://api.example/x");
     }
 }

@@ -17,7 +17,7 @@ use crate::routes::error_body;
 pub const TOKEN_HEADER: &str = "x-heartbeat-token";
 
 /// Access rules. Everything is off by default, as in the original service.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Security {
     /// When set, every route but `/healthz` and the dashboard's needs this value in `X-Heartbeat-Token`.
     pub token: Option<String>,
@@ -28,6 +28,19 @@ pub struct Security {
     pub allowed: Option<Vec<IpNet>>,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
+}
+
+/// Shows whether each token is set, never its value: settings end up in `{:?}` output.
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |token: &Option<String>| token.as_ref().map(|_| "<set>");
+        f.debug_struct("Security")
+            .field("token", &set(&self.token))
+            .field("ui_token", &set(&self.ui_token))
+            .field("allowed", &self.allowed)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .finish()
+    }
 }
 
 fn contains(nets: &[IpNet], ip: IpAddr) -> bool {

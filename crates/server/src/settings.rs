@@ -26,7 +26,7 @@ const MAX_SECONDS: f64 = 86_400.0;
 ///
 /// Every flag has an environment variable of the same meaning; flatten these into an application's own
 /// clap parser, or use [`ServerSettings::from_env`].
-#[derive(Debug, Clone, Parser)]
+#[derive(Clone, Parser)]
 #[command(name = "flowrun-server", version, about)]
 pub struct ServerArgs {
     /// Database URL: sqlite://FILE, postgres://…, mysql://… or memory: (nothing kept)
@@ -76,6 +76,15 @@ pub struct ServerArgs {
     /// Connection and request-size limits.
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+/// The flags hold tokens, and arguments end up in `{:?}` output: only the non-secret ones are shown.
+impl std::fmt::Debug for ServerArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerArgs")
+            .field("bind", &self.bind)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A setting that cannot be used; [`SettingsError::Usage`] also carries `--help` and `--version`.

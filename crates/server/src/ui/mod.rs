@@ -157,7 +157,7 @@ async fn sessions(
         response.headers_mut().append(header::SET_COOKIE, cookie);
         return response;
     }
-    if path.ends_with("/live") {
+    if is_live_path(&path) {
         return (
             StatusCode::UNAUTHORIZED,
             crate::routes::error_body("Unauthorized"),
@@ -342,11 +342,19 @@ async fn logout(
 
 /// `raw` if it is a dashboard path on this server, else the flows page: a login link must not send the
 /// browser elsewhere.
+/// Whether `path` is a run's live endpoint (`/ui/runs/<id>/live`), which scripts poll and which answers 401
+/// instead of redirecting to the login page. A flow may be named `live`, so the whole shape is checked.
+fn is_live_path(path: &str) -> bool {
+    path.strip_prefix("/ui/runs/")
+        .and_then(|rest| rest.strip_suffix("/live"))
+        .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+}
+
 fn local_target(raw: Option<&str>) -> &str {
     match raw {
         Some(target)
             if (target == PREFIX || target.starts_with("/ui/") || target.starts_with("/ui?"))
-                && !target.contains('\\')
+                && !target.contains(['\\', '#'])
                 && target.chars().all(|c| c.is_ascii_graphic()) =>
         {
             target
@@ -882,7 +890,16 @@ mod tests {
         assert_eq!(local_target(Some("https://evil.example/ui/")), PREFIX);
         assert_eq!(local_target(Some("/ui/\\evil")), PREFIX);
         assert_eq!(local_target(Some("/uix")), PREFIX);
+        assert_eq!(local_target(Some("/ui/flows/a#x")), PREFIX);
         assert_eq!(local_target(None), PREFIX);
+    }
+
+    #[test]
+    fn only_a_runs_live_endpoint_answers_401_instead_of_the_login_page() {
+        assert!(is_live_path("/ui/runs/42/live"));
+        assert!(!is_live_path("/ui/flows/live"));
+        assert!(!is_live_path("/ui/runs//live"));
+        assert!(!is_live_path("/ui/runs/4x/live"));
     }
 
     #[test]
