@@ -446,9 +446,16 @@ impl FlowExecutor {
             lease_expires_at: self.lease.expiry(now),
             flows: flows
                 .iter()
-                .map(|flow| DueStart {
-                    data_flow_id: flow.id,
-                    next_run_at: flow.schedule.next_run_after(flow.next_run_at.unwrap_or(now), now),
+                .map(|flow| {
+                    let next_run_at = flow.schedule.next_run_after(flow.next_run_at.unwrap_or(now), now);
+                    if next_run_at.is_none() {
+                        warn!(flow = %flow.name, schedule = %flow.schedule,
+                            "the schedule has no time after this run; the flow will not be due again until it is changed");
+                    }
+                    DueStart {
+                        data_flow_id: flow.id,
+                        next_run_at,
+                    }
                 })
                 .collect(),
         };
