@@ -10,9 +10,9 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use flowrun_app::{MigratePolicy, Settings, SqlStore};
 use flowrun_domain::{
-    Claim, CreateDataFlowError, DataFlow, DataFlowId, DataFlowRepository, DataFlowRun, FinishRunError,
-    FlowName, LeaseOwner, NewDataFlow, RunFilter, RunId, RunInterval, RunOutcome, RunRecord, RunRepository,
-    RunStatus, StartRun, StartRunError, Trigger,
+    Claim, CreateDataFlowError, DataFlow, DataFlowId, DataFlowRepository, DataFlowRun, DueBatch, DueStart,
+    FinishRunError, FlowName, LeaseOwner, NewDataFlow, RunFilter, RunId, RunInterval, RunOutcome, RunRecord,
+    RunRepository, RunStatus, StartRun, StartRunError, Trigger,
 };
 use flowrun_infra::SeaOrmRunRepository;
 use flowrun_memory::MemoryStore;
@@ -595,6 +595,198 @@ async fn due_starts_take_one_slot_each_move_next_run_at_and_are_refused_early_or
             matches!(h.runs.start_run(gone).await, Err(StartRunError::FlowNotFound)),
             "{k}"
         );
+    })
+    .await;
+}
+
+/// A batch of scheduled starts at `at`, every flow's next run at `next`.
+fn due_batch(flows: &[&DataFlow], at: DateTime<Utc>, next: DateTime<Utc>) -> DueBatch {
+    DueBatch {
+        started_at: at,
+        lease_owner: LeaseOwner::new("host:1"),
+        lease_expires_at: at + Duration::seconds(60),
+        flows: flows
+            .iter()
+            .map(|flow| DueStart {
+                data_flow_id: flow.id,
+                next_run_at: Some(next),
+            })
+            .collect(),
+    }
+}
+
+#[tokio::test]
+async fn a_batch_starts_each_due_free_flow_as_a_single_due_start_would_and_leaves_the_others_untouched() {
+    each_backend(async |h, k| {
+        let a = create(h, "a", json!("Noop")).await;
+        let b = create(h, "b", json!("Noop")).await;
+        let off = create(h, "off", json!("Noop")).await;
+        h.flows.set_enabled("off", false, t(1)).await.expect("toggle");
+        let later = create(h, "later", json!("Noop")).await;
+        let ran = h
+            .runs
+            .start_run(start_due(&later, t(2), Some(t(3600))))
+            .await
+            .expect("started");
+        h.runs
+            .finish_run(ran.id, later.id, RunOutcome::success(t(3)))
+            .await
+            .expect("finished");
+        let busy = create(h, "busy", json!("Noop")).await;
+        let holding = h.runs.start_run(start(&busy, t(4))).await.expect("a manual run");
+        let mut gone = a.clone();
+        gone.id = DataFlowId(999_999);
+
+        let batch = due_batch(&[&b, &off, &later, &busy, &gone, &a], t(30), t(3630));
+        let started = h.runs.start_due_runs(batch).await.expect("a batch");
+        let flows: Vec<DataFlowId> = started.iter().map(|run| run.data_flow_id).collect();
+        assert_eq!(
+            flows,
+            [b.id, a.id],
+            "{k}: the due, free flows, in the batch's order"
+        );
+        for run in &started {
+            assert_eq!(run.status, RunStatus::InProgress, "{k}");
+            assert_eq!(run.started_at, t(30), "{k}");
+            assert_eq!(run.lease_expires_at, Some(t(90)), "{k}");
+            assert_eq!(run.lease_owner.as_deref(), Some("host:1"), "{k}");
+            assert_eq!(run.trigger, Trigger::Schedule, "{k}");
+            assert_eq!(run.attempt, 1, "{k}");
+            assert_eq!(&stored_run(h, run.id).await, run, "{k}: returned as stored");
+        }
+        assert_eq!(
+            next_run_at(h, &a).await,
+            Some(t(3630)),
+            "{k}: the claim moved the slot"
+        );
+        assert_eq!(next_run_at(h, &b).await, Some(t(3630)), "{k}");
+        assert_eq!(
+            next_run_at(h, &off).await,
+            Some(t(0)),
+            "{k}: a disabled flow is untouched"
+        );
+        assert_eq!(
+            next_run_at(h, &later).await,
+            Some(t(3600)),
+            "{k}: a flow not due is untouched"
+        );
+        assert_eq!(
+            next_run_at(h, &busy).await,
+            Some(t(0)),
+            "{k}: a running flow is untouched"
+        );
+        assert_eq!(h.runs.count_runs(busy.id).await.expect("count"), 1, "{k}");
+        assert_eq!(h.runs.count_runs(off.id).await.expect("count"), 0, "{k}");
+
+        match h.runs.start_run(start(&a, t(31))).await {
+            Err(StartRunError::Busy(active)) => {
+                assert_eq!(
+                    active.run_id, started[1].id,
+                    "{k}: the batch's run holds the flow"
+                );
+            }
+            other => panic!("{k}: expected Busy, got {other:?}"),
+        }
+        let again = h
+            .runs
+            .start_due_runs(due_batch(&[&a, &b], t(40), t(7200)))
+            .await
+            .expect("a batch");
+        assert!(again.is_empty(), "{k}: one slot starts one run: {again:?}");
+        for run in &started {
+            h.runs
+                .finish_run(run.id, run.data_flow_id, RunOutcome::success(t(50)))
+                .await
+                .unwrap_or_else(|e| panic!("{k}: a batch's run finishes as any run: {e}"));
+        }
+        h.runs.start_run(start(&a, t(51))).await.expect("free again");
+        h.runs
+            .finish_run(holding.id, busy.id, RunOutcome::success(t(52)))
+            .await
+            .expect("finished");
+        assert!(
+            h.runs
+                .start_due_runs(due_batch(&[], t(60), t(90)))
+                .await
+                .expect("an empty batch")
+                .is_empty(),
+            "{k}"
+        );
+    })
+    .await;
+}
+
+/// SQL only: it watches the rows' statuses with triggers.
+#[tokio::test]
+async fn a_batch_writes_each_run_pending_then_in_progress() {
+    each_sql_backend(async |h, sql, k| {
+        log_status_changes(sql).await;
+        let a = create(h, "a", json!("Noop")).await;
+        let b = create(h, "b", json!("Noop")).await;
+        let started = h
+            .runs
+            .start_due_runs(due_batch(&[&a, &b], t(10), t(3610)))
+            .await
+            .expect("a batch");
+        assert_eq!(started.len(), 2, "{k}");
+        assert_eq!(
+            status_log(sql).await,
+            ["pending", "pending", "in_progress", "in_progress"],
+            "{k}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_batches_never_give_a_flow_to_two_claimers() {
+    const FLOWS: usize = 60;
+    const CLAIMERS: usize = 4;
+    each_backend(async |h, k| {
+        let mut flows = Vec::new();
+        for i in 0..FLOWS {
+            flows.push(create(h, &format!("f{i}"), json!("Noop")).await);
+        }
+        // Several pools on one database, as several processes would have (the memory store's clones share
+        // its data).
+        let mut claimers: Vec<Arc<dyn RunRepository>> = Vec::new();
+        for _ in 0..CLAIMERS {
+            claimers.push(match h.sql() {
+                Some(sql) => Arc::new(SeaOrmRunRepository::with_writer(
+                    open_sql(&sql.db).await.run_writer().clone(),
+                )),
+                None => Arc::clone(&h.runs),
+            });
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, claimer) in claimers.into_iter().enumerate() {
+            // Each claimer walks the flows from a different place, in batches of 7, as schedulers that
+            // listed the same due flows at once would race for them.
+            let mut order: Vec<&DataFlow> = flows.iter().collect();
+            order.rotate_left(i * FLOWS / CLAIMERS);
+            let batches: Vec<DueBatch> = order
+                .chunks(7)
+                .map(|chunk| due_batch(chunk, t(30), t(3630)))
+                .collect();
+            tasks.spawn(async move {
+                let mut runs = Vec::new();
+                for batch in batches {
+                    runs.extend(claimer.start_due_runs(batch).await.expect("a batch"));
+                }
+                runs
+            });
+        }
+        let mut claimed: Vec<DataFlowId> = Vec::new();
+        while let Some(runs) = tasks.join_next().await {
+            claimed.extend(runs.expect("a claimer").iter().map(|run| run.data_flow_id));
+        }
+        claimed.sort_by_key(|id| id.0);
+        let mut expected: Vec<DataFlowId> = flows.iter().map(|flow| flow.id).collect();
+        expected.sort_by_key(|id| id.0);
+        assert_eq!(claimed, expected, "{k}: every flow claimed once, by one claimer");
+        for flow in &flows {
+            assert_eq!(h.runs.count_runs(flow.id).await.expect("count"), 1, "{k}");
+        }
     })
     .await;
 }

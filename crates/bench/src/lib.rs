@@ -16,6 +16,7 @@
 pub mod count;
 pub mod raw;
 pub mod report;
+pub mod scheduler;
 pub mod setup;
 
 use std::sync::Arc;
@@ -48,7 +49,7 @@ pub struct Options {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: u32,
     /// The flow class every run executes.
-    #[arg(long, value_enum, ignore_case = true)]
+    #[arg(long, value_enum, ignore_case = true, default_value = "Noop")]
     pub class: Class,
     /// Write the rows with hand-written SQL instead of flowrun (the floor).
     #[arg(long)]
@@ -68,6 +69,32 @@ pub struct Options {
     /// Opens the pool with a statement counter attached; use it for counting, not for timing.
     #[arg(long)]
     pub count: bool,
+    /// Measure the scheduler instead: `--flows` due Noop flows worked off by `--servers` scheduler
+    /// processes (see [`scheduler`]).
+    #[arg(long)]
+    pub scheduler: bool,
+    /// With `--scheduler`: how many due flows.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub flows: u32,
+    /// With `--scheduler`: how many scheduler processes share the database.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub servers: u32,
+    /// With `--scheduler`: flows each scheduler process runs at once (its `FLOWRUN_CONCURRENCY`).
+    #[arg(long, default_value_t = 256, value_parser = parse_slots)]
+    pub slots: usize,
+    /// With `--scheduler`: milliseconds between a process's scheduler cycles (its `FLOWRUN_TICK_SECS`).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub tick_ms: u64,
+    /// With `--scheduler`: give up waiting for the flows to run after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_secs: u64,
+    /// Internal: run as one of `--scheduler`'s scheduler processes.
+    #[arg(long, hide = true)]
+    pub scheduler_worker: bool,
+}
+
+fn parse_slots(raw: &str) -> Result<usize, String> {
+    flowrun_app::parse_concurrency(raw).map_err(|e| e.to_string())
 }
 
 /// The built-in flow class the runs execute.

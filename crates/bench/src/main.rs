@@ -10,6 +10,38 @@ use flowrun_bench::{Options, run};
 #[tokio::main]
 async fn main() -> ExitCode {
     let options = Options::parse();
+    if options.scheduler_worker {
+        return match flowrun_bench::scheduler::worker(&options).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("flowrun-bench worker: {error:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if options.scheduler {
+        return match flowrun_bench::scheduler::run(&options).await {
+            Ok(report) => match serde_json::to_string(&report) {
+                Ok(line) => {
+                    println!("{line}");
+                    if report.ok() {
+                        ExitCode::SUCCESS
+                    } else {
+                        eprintln!("flowrun-bench: not every flow ran exactly once and successfully");
+                        ExitCode::from(1)
+                    }
+                }
+                Err(error) => {
+                    eprintln!("flowrun-bench: cannot print the report: {error}");
+                    ExitCode::from(2)
+                }
+            },
+            Err(error) => {
+                eprintln!("flowrun-bench: {error:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match run(&options).await {
         Ok(report) => match report.to_json_line() {
             Ok(line) => {

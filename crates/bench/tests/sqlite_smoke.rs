@@ -15,6 +15,13 @@ fn options(url: &str, class: Class, raw: bool) -> Options {
         warmup: 2,
         count: false,
         raw_trace_bytes: None,
+        scheduler: false,
+        flows: 1,
+        servers: 1,
+        slots: 1,
+        tick_ms: 10,
+        timeout_secs: 60,
+        scheduler_worker: false,
     }
 }
 
@@ -108,4 +115,36 @@ async fn history_is_prefilled_kept_and_removed() {
         .await
         .expect("runs without history");
     assert_eq!(count(&url, "SELECT COUNT(*) FROM data_flow_runs").await, 22);
+}
+
+#[test]
+fn the_scheduler_benchmark_runs_every_flow_exactly_once_across_two_processes() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("sched.db").display());
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_flowrun-bench"))
+        .args([
+            "--database-url",
+            &url,
+            "--scheduler",
+            "--flows",
+            "120",
+            "--servers",
+            "2",
+        ])
+        .args(["--slots", "8", "--timeout-secs", "60"])
+        .output()
+        .expect("the benchmark runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(report["backend"], "sqlite");
+    assert_eq!(report["flows"], 120);
+    assert_eq!(report["servers"], 2);
+    assert_eq!(report["runs"], 120);
+    assert_eq!(report["exactly_once"], true);
+    assert!(report["runs_per_sec"].as_f64().expect("a rate") > 0.0);
 }

@@ -18,7 +18,9 @@ use crate::model::{
 };
 use crate::observer::{NoopObserver, RunObserver, notify};
 use crate::panic::{CatchPanic, catch};
-use crate::ports::{Claim, Clock, FinishRunError, RepositoryError, RunRepository, StartRun, StartRunError};
+use crate::ports::{
+    Claim, Clock, DueBatch, DueStart, FinishRunError, RepositoryError, RunRepository, StartRun, StartRunError,
+};
 use crate::registry::FlowRegistry;
 use crate::shutdown::{Phase, ShutdownSignal};
 use crate::trace::{FlowTrace, flow_boundary};
@@ -256,6 +258,17 @@ pub enum ExecuteError {
     },
 }
 
+/// Why [`FlowExecutor::claim_due_batch`] started nothing.
+#[derive(Debug, Error)]
+pub enum ClaimBatchError {
+    /// The process is shutting down and starts no new execution; nothing was written.
+    #[error("the due flows were not started: the process is shutting down")]
+    ShuttingDown,
+    /// The runs could not be created; nothing was written.
+    #[error("could not start the runs of the due flows: {0}")]
+    Start(#[source] RepositoryError),
+}
+
 impl ExecuteError {
     /// The flow's failure, whichever way it was (or was not) recorded.
     pub fn failure(&self) -> Option<&FlowFailure> {
@@ -414,6 +427,56 @@ impl FlowExecutor {
         }
         self.claim(data_flow, Claim::Due { next_run_at }, Trigger::Schedule, 1)
             .await
+    }
+
+    /// [`FlowExecutor::claim_due`] for many due flows at once: claims every one still due in one
+    /// repository call ([`RunRepository::start_due_runs`]), moving each flow's `next_run_at` to its
+    /// schedule's next slot and recording its run `in_progress`. Returns the claimed runs, in the order of
+    /// `flows`; a flow another process took (or that is running, disabled or gone) has none. Nothing is
+    /// written on an error.
+    pub async fn claim_due_batch(&self, flows: &[DataFlow]) -> Result<Vec<ClaimedRun>, ClaimBatchError> {
+        if self.shutdown.phase() != Phase::Running {
+            return Err(ClaimBatchError::ShuttingDown);
+        }
+        let leased_at = tokio::time::Instant::now();
+        let now = self.clock.now();
+        let batch = DueBatch {
+            started_at: now,
+            lease_owner: self.lease.owner.clone(),
+            lease_expires_at: self.lease.expiry(now),
+            flows: flows
+                .iter()
+                .map(|flow| {
+                    let next_run_at = flow.schedule.next_run_after(flow.next_run_at.unwrap_or(now), now);
+                    if next_run_at.is_none() {
+                        warn!(flow = %flow.name, schedule = %flow.schedule,
+                            "the schedule has no time after this run; the flow will not be due again until it is changed");
+                    }
+                    DueStart {
+                        data_flow_id: flow.id,
+                        next_run_at,
+                    }
+                })
+                .collect(),
+        };
+        let runs = self
+            .runs
+            .start_due_runs(batch)
+            .await
+            .map_err(ClaimBatchError::Start)?;
+        let by_flow: std::collections::HashMap<_, _> = flows.iter().map(|flow| (flow.id, flow)).collect();
+        Ok(runs
+            .into_iter()
+            .filter_map(|run| {
+                let flow = by_flow.get(&run.data_flow_id)?;
+                Some(ClaimedRun {
+                    executor: self.clone(),
+                    data_flow: (*flow).clone(),
+                    run,
+                    leased_at,
+                })
+            })
+            .collect())
     }
 
     /// Like [`FlowExecutor::claim_due`], for a flow whose pending retry is due: claims it as a

@@ -1105,6 +1105,12 @@ impl RunRepository for SlowRenewals {
     async fn start_run(&self, request: StartRun) -> Result<DataFlowRun, StartRunError> {
         self.inner.start_run(request).await
     }
+    async fn start_due_runs(
+        &self,
+        batch: crate::ports::DueBatch,
+    ) -> Result<Vec<DataFlowRun>, RepositoryError> {
+        self.inner.start_due_runs(batch).await
+    }
     async fn finish_run(
         &self,
         run_id: RunId,

@@ -27,7 +27,9 @@ pub mod trace;
 pub use apply::{ApplyError, ApplyField, ApplyPlan, ApplyReport, DesiredFlow, PlannedChange, Problem};
 pub use context::{Cancellation, MAX_OUTPUT_BYTES, RunContext, RunOutput};
 pub use duration::{DurationError, MAX_DURATION_SECS, format_duration, parse_duration};
-pub use executor::{ClaimedRun, ExecuteError, FlowExecutor, FlowFailure, FlowPanic, LeaseSettings};
+pub use executor::{
+    ClaimBatchError, ClaimedRun, ExecuteError, FlowExecutor, FlowFailure, FlowPanic, LeaseSettings,
+};
 pub use flow::{Flow, FlowError, FlowMessage};
 pub use management::{CreateFlow, DeletedFlow, FlowManagement, FlowUpdate, ManagementError, PruneRequest};
 pub use model::{
@@ -40,7 +42,7 @@ pub use ports::{
     ActiveRun, CancelOutcome, Claim, Clock, CreateDataFlowError, DataFlowRepository, FinishRunError,
     RepositoryError, RunFilter, RunRecord, RunRepository, StartRun, StartRunError,
 };
-pub use ports::{FlowChanges, PruneRuns, ScheduleChange};
+pub use ports::{DueBatch, DueStart, FlowChanges, PruneRuns, ScheduleChange};
 pub use registry::{
     BuildFlowError, ClassInfo, ClassRegistry, FlowClass, FlowRegistry, NOTIFY_KEY, SettingInfo, notify_url,
     settings_of,

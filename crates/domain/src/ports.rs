@@ -153,6 +153,33 @@ pub enum Claim {
     Retry,
 }
 
+/// The scheduled starts of several due flows, claimed together by [`RunRepository::start_due_runs`].
+///
+/// Every run of the batch starts at the same time with the same lease, as trigger
+/// [`Trigger::Schedule`](crate::model::Trigger::Schedule) and attempt 1: exactly what a
+/// [`Claim::Due`] [`StartRun`] of each flow records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueBatch {
+    /// The time the starts were asked for, from the [`Clock`]; as for [`StartRun::started_at`], an adapter
+    /// given the clock moves it (and the lease) later by the time the claim waited.
+    pub started_at: DateTime<Utc>,
+    /// Who runs them.
+    pub lease_owner: LeaseOwner,
+    /// Until when each run counts as alive without renewal.
+    pub lease_expires_at: DateTime<Utc>,
+    /// The flows to claim, each with the `next_run_at` its claim stores; at most one entry per flow.
+    pub flows: Vec<DueStart>,
+}
+
+/// One flow of a [`DueBatch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DueStart {
+    /// The flow.
+    pub data_flow_id: DataFlowId,
+    /// Its next run time after this one; `None` when its schedule has no next time.
+    pub next_run_at: Option<DateTime<Utc>>,
+}
+
 /// The run that holds a flow, reported when another start is refused.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActiveRun {
@@ -282,6 +309,18 @@ pub trait RunRepository: Send + Sync {
     /// that was not reaped yet), [`StartRunError::NotDue`] or [`StartRunError::FlowNotFound`] — all
     /// without writing anything.
     async fn start_run(&self, request: StartRun) -> Result<DataFlowRun, StartRunError>;
+
+    /// Starts the scheduled runs of many due flows at once, in one transaction: claims every flow of the
+    /// batch that is still claimable as a [`Claim::Due`] start would (enabled, `next_run_at <=
+    /// started_at`, no run holding it), moving its `next_run_at` to the batch's value, and records each
+    /// claimed flow's run exactly as [`RunRepository::start_run`] does (`pending`, then `in_progress`, the
+    /// flow's active run). Returns the runs started, in the batch's order.
+    ///
+    /// A flow that cannot be claimed (another process took it, it is running, disabled, not due or gone) is
+    /// left untouched and simply has no run in the answer. MUST NOT give a flow to two callers however many
+    /// call at once, and MUST NOT wait for another caller's claim of the same flows (where the database has
+    /// row locks, a flow locked by another claim is skipped). On an error nothing is written.
+    async fn start_due_runs(&self, batch: DueBatch) -> Result<Vec<DataFlowRun>, RepositoryError>;
 
     /// Records a run's end, in one transaction: the run (status, `ended_at`, error, output) only if it is
     /// still `in_progress`, and the flow's `last_run_at`/`last_run_status`, pending retry (the outcome's, or

@@ -14,10 +14,17 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::executor::{ExecuteError, FlowExecutor};
+use crate::executor::{ClaimBatchError, ClaimedRun, ExecuteError, FlowExecutor};
 use crate::model::{DataFlow, DataFlowRun, FlowName, RunId, Trigger};
 use crate::observer::notify;
 use crate::ports::{Clock, DataFlowRepository, RepositoryError, RunRepository};
+
+/// The most due flows one repository call claims: bounds the statements' size (each flow binds a few
+/// values, and every backend caps the values of one statement) and the time a batch holds its rows.
+const MAX_BATCH: usize = 500;
+
+/// A run a cycle started, on its own task.
+type RunTask = JoinHandle<Result<DataFlowRun, ExecuteError>>;
 
 /// How a run started by a cycle ended, once it has.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +100,7 @@ pub enum StartNowError {
 pub struct Dispatch {
     /// The cycle's report, as of the moment every run was started.
     pub report: HeartbeatReport,
-    running: Vec<(usize, JoinHandle<Result<DataFlowRun, ExecuteError>>)>,
+    running: Vec<(usize, RunTask)>,
 }
 
 impl Dispatch {
@@ -299,44 +306,39 @@ impl Scheduler {
             triggered: Vec::new(),
         };
         let mut running = Vec::new();
-        for flow in due {
-            let Some(slot) = self.slot(wait_for_slots).await else {
+        let mut due = std::collections::VecDeque::from(due);
+        while !due.is_empty() {
+            let Some(first) = self.slot(wait_for_slots).await else {
                 info!("no free slot: the remaining due flows wait for the next cycle");
                 break;
             };
-            let retry_due = flow.pending_retry.is_some_and(|retry| retry.at <= now);
-            let claimed = if retry_due {
-                self.executor.claim_retry(&flow).await
-            } else {
-                self.executor.claim_due(&flow).await
-            };
-            match claimed {
-                Ok(claimed) => {
-                    let run_id = claimed.run().id;
-                    running.push((
-                        report.triggered.len(),
-                        tokio::spawn(async move {
-                            let _slot = slot;
-                            claimed.finish().await
-                        }),
-                    ));
-                    report.triggered.push(TriggeredRun {
-                        flow: flow.name,
-                        run_id,
-                        end: None,
-                    });
-                }
-                Err(
-                    ExecuteError::AlreadyRunning { .. }
-                    | ExecuteError::NotDue { .. }
-                    | ExecuteError::FlowNotFound { .. }
-                    | ExecuteError::ShuttingDown { .. },
-                ) => {}
-                Err(error) => {
-                    warn!(flow = %flow.name, %error, "could not start a due flow");
-                    report.flows_failed += 1;
+            let mut slots = vec![first];
+            while slots.len() < due.len().min(MAX_BATCH) {
+                match Arc::clone(&self.slots).try_acquire_owned() {
+                    Ok(slot) => slots.push(slot),
+                    Err(_) => break,
                 }
             }
+            let chunk: Vec<DataFlow> = due.drain(..slots.len()).collect();
+            // A pending retry's claim differs (it clears the retry, keeps the schedule) and is rare: one by
+            // one. Scheduled slots are claimed together when there are several.
+            let (retries, mut scheduled): (Vec<DataFlow>, Vec<DataFlow>) = chunk
+                .into_iter()
+                .partition(|flow| flow.pending_retry.is_some_and(|retry| retry.at <= now));
+            for flow in retries {
+                if let Some(slot) = slots.pop() {
+                    self.start_one(flow, true, slot, &mut report, &mut running).await;
+                }
+            }
+            if scheduled.len() == 1 {
+                if let (Some(flow), Some(slot)) = (scheduled.pop(), slots.pop()) {
+                    self.start_one(flow, false, slot, &mut report, &mut running).await;
+                }
+            } else if !scheduled.is_empty() {
+                self.start_batch(&scheduled, &mut slots, &mut report, &mut running)
+                    .await;
+            }
+            // Slots left over (flows another process took) go back here, when `slots` drops.
         }
         report.flows_triggered = report.triggered.len();
         info!(
@@ -346,6 +348,87 @@ impl Scheduler {
             "scheduler cycle dispatched"
         );
         Ok(Dispatch { report, running })
+    }
+
+    /// Claims one due flow (its pending retry when `retry`) and starts its run on a task holding `slot`.
+    async fn start_one(
+        &self,
+        flow: DataFlow,
+        retry: bool,
+        slot: OwnedSemaphorePermit,
+        report: &mut HeartbeatReport,
+        running: &mut Vec<(usize, RunTask)>,
+    ) {
+        let claimed = if retry {
+            self.executor.claim_retry(&flow).await
+        } else {
+            self.executor.claim_due(&flow).await
+        };
+        match claimed {
+            Ok(claimed) => Self::spawn(claimed, slot, report, running),
+            Err(
+                ExecuteError::AlreadyRunning { .. }
+                | ExecuteError::NotDue { .. }
+                | ExecuteError::FlowNotFound { .. }
+                | ExecuteError::ShuttingDown { .. },
+            ) => {}
+            Err(error) => {
+                warn!(flow = %flow.name, %error, "could not start a due flow");
+                report.flows_failed += 1;
+            }
+        }
+    }
+
+    /// Claims several due flows in one repository call and starts each claimed run on a task holding one
+    /// of `slots`. A flow another process took just has no run.
+    async fn start_batch(
+        &self,
+        flows: &[DataFlow],
+        slots: &mut Vec<OwnedSemaphorePermit>,
+        report: &mut HeartbeatReport,
+        running: &mut Vec<(usize, RunTask)>,
+    ) {
+        match self.executor.claim_due_batch(flows).await {
+            Ok(claimed) => {
+                for run in claimed {
+                    // The batch claims at most one run per flow, and there is a slot per flow.
+                    let Some(slot) = slots.pop() else { break };
+                    Self::spawn(run, slot, report, running);
+                }
+            }
+            Err(ClaimBatchError::ShuttingDown) => {}
+            Err(error) => {
+                // Nothing of the batch was written. One by one, a flow that cannot start (a bad row) does
+                // not keep the others from running.
+                warn!(flows = flows.len(), %error, "could not start a batch of due flows; starting them one by one");
+                for flow in flows {
+                    let Some(slot) = slots.pop() else { break };
+                    self.start_one(flow.clone(), false, slot, report, running).await;
+                }
+            }
+        }
+    }
+
+    fn spawn(
+        claimed: ClaimedRun,
+        slot: OwnedSemaphorePermit,
+        report: &mut HeartbeatReport,
+        running: &mut Vec<(usize, RunTask)>,
+    ) {
+        let run_id = claimed.run().id;
+        let flow = claimed.data_flow().name.clone();
+        running.push((
+            report.triggered.len(),
+            tokio::spawn(async move {
+                let _slot = slot;
+                claimed.finish().await
+            }),
+        ));
+        report.triggered.push(TriggeredRun {
+            flow,
+            run_id,
+            end: None,
+        });
     }
 
     async fn slot(&self, wait: bool) -> Option<OwnedSemaphorePermit> {
@@ -421,11 +504,35 @@ mod tests {
         }
     }
 
-    /// A scheduler whose due flows are `due`, every start succeeding unless its flow id is in `refused`,
-    /// whose `Held` flows run until `gate` opens.
+    /// The run the mocked repository starts.
+    fn run_of(flow: DataFlowId, started_at: DateTime<Utc>, trigger: Trigger) -> DataFlowRun {
+        DataFlowRun {
+            id: RunId(flow.0 * 100),
+            data_flow_id: flow,
+            status: RunStatus::InProgress,
+            started_at,
+            ended_at: None,
+            error_message: None,
+            error_backtrace: None,
+            lease_owner: Some("test:1".to_owned()),
+            lease_expires_at: Some(started_at),
+            attempt: 1,
+            trigger,
+            failure_kind: None,
+            cancel_requested: None,
+            output: String::new(),
+            created_at: started_at,
+            updated_at: started_at,
+        }
+    }
+
+    /// A scheduler whose due flows are `due`, every start succeeding unless its flow id is in `refused`
+    /// (a batch holding one fails whole), whose batches leave out the flows in `taken` (claimed by another
+    /// process), and whose `Held` flows run until `gate` opens.
     fn scheduler(
         due: Vec<DataFlow>,
         refused: &'static [i64],
+        taken: &'static [i64],
         gate: watch::Receiver<bool>,
         slots: usize,
     ) -> Scheduler {
@@ -439,24 +546,22 @@ mod tests {
                     "disk full".into(),
                 )));
             }
-            Ok(DataFlowRun {
-                id: RunId(request.data_flow_id.0 * 100),
-                data_flow_id: request.data_flow_id,
-                status: RunStatus::InProgress,
-                started_at: request.started_at,
-                ended_at: None,
-                error_message: None,
-                error_backtrace: None,
-                lease_owner: Some(request.lease_owner.to_string()),
-                lease_expires_at: Some(request.lease_expires_at),
-                attempt: request.attempt,
-                trigger: request.trigger,
-                failure_kind: None,
-                cancel_requested: None,
-                output: String::new(),
-                created_at: request.started_at,
-                updated_at: request.started_at,
-            })
+            Ok(run_of(request.data_flow_id, request.started_at, request.trigger))
+        });
+        runs.expect_start_due_runs().returning(move |batch| {
+            if batch
+                .flows
+                .iter()
+                .any(|flow| refused.contains(&flow.data_flow_id.0))
+            {
+                return Err(RepositoryError::Database("disk full".into()));
+            }
+            Ok(batch
+                .flows
+                .iter()
+                .filter(|flow| !taken.contains(&flow.data_flow_id.0))
+                .map(|flow| run_of(flow.data_flow_id, batch.started_at, Trigger::Schedule))
+                .collect())
         });
         runs.expect_finish_run().returning(|_, _, _| Ok(()));
         runs.expect_renew_lease().returning(|_, _| Ok(true));
@@ -481,7 +586,7 @@ mod tests {
     async fn dispatch_answers_while_its_runs_still_run_and_starts_no_more_than_the_free_slots() {
         let (open, gate) = watch::channel(false);
         let due = (1..=3).map(|id| due_flow(id, "Held")).collect();
-        let scheduler = scheduler(due, &[], gate, 2);
+        let scheduler = scheduler(due, &[], &[], gate, 2);
         let dispatch = tokio::time::timeout(Duration::from_secs(5), scheduler.dispatch())
             .await
             .expect("a dispatch never waits for its runs")
@@ -511,7 +616,7 @@ mod tests {
     #[tokio::test]
     async fn a_flow_that_cannot_start_is_counted_and_the_others_still_run() {
         let due = vec![due_flow(1, "Quick"), due_flow(2, "Quick"), due_flow(3, "Quick")];
-        let scheduler = scheduler(due, &[2], watch::channel(true).1, 16);
+        let scheduler = scheduler(due, &[2], &[], watch::channel(true).1, 16);
         let report = scheduler.run_cycle().await.expect("a cycle");
         assert_eq!(
             (report.flows_due, report.flows_triggered, report.flows_failed),
@@ -522,6 +627,36 @@ mod tests {
         let health = scheduler.health();
         assert_eq!(health.last_success, Some(at(10)));
         assert_eq!(health.consecutive_failures, 0);
+    }
+
+    #[tokio::test]
+    async fn many_due_flows_are_claimed_together_and_a_flow_another_process_took_frees_its_slot() {
+        let (open, gate) = watch::channel(false);
+        let due = (1..=5).map(|id| due_flow(id, "Held")).collect();
+        let scheduler = scheduler(due, &[], &[2], gate, 3);
+        let dispatch = scheduler.dispatch().await.expect("a cycle");
+        let started: Vec<&str> = dispatch
+            .report
+            .triggered
+            .iter()
+            .map(|run| run.flow.as_str())
+            .collect();
+        assert_eq!(
+            started,
+            ["flow-1", "flow-3", "flow-4"],
+            "flow-2 was taken by another process; its slot went to the next due flow"
+        );
+        assert_eq!(scheduler.running(), 3);
+        assert_eq!(dispatch.report.flows_failed, 0);
+        open.send_replace(true);
+        let report = dispatch.wait().await;
+        assert!(
+            report
+                .triggered
+                .iter()
+                .all(|run| run.end == Some(RunEnd::Succeeded)),
+            "{report:?}"
+        );
     }
 
     #[tokio::test]

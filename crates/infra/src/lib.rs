@@ -3,6 +3,7 @@
 //! database as the domain's `Storage` port ([`SqlStore`]), and the [`SystemClock`]. SeaORM types never leave
 //! this crate's public API except the connection handle, which only tools and tests ask for.
 
+mod claim;
 mod clock;
 mod db;
 pub mod entity;

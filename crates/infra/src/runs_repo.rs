@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use flowrun_domain::ports::abandoned_message;
 use flowrun_domain::{
-    ActiveRun, CancelOutcome, CancelRequest, Claim, Clock, DataFlowId, DataFlowRun, FailureKind,
+    ActiveRun, CancelOutcome, CancelRequest, Claim, Clock, DataFlowId, DataFlowRun, DueBatch, FailureKind,
     FinishRunError, LastRunStatus, PruneRuns, RepositoryError, RunFilter, RunId, RunOutcome, RunRecord,
     RunRepository, RunStatus, StartRun, StartRunError,
 };
@@ -445,6 +445,19 @@ impl RunRepository for SeaOrmRunRepository {
             match self.start_once(&request).await {
                 Err(StartRunError::Repository(e)) if attempt < ATTEMPTS && is_rolled_back_by_conflict(&e) => {
                     debug!(attempt, error = %e, "start of a run rolled back by a conflict; trying again");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_due_runs(&self, batch: DueBatch) -> Result<Vec<DataFlowRun>, RepositoryError> {
+        let mut attempt = 1;
+        loop {
+            match crate::claim::start_due_runs(&self.writer, self.clock.as_ref(), &batch).await {
+                Err(e) if attempt < ATTEMPTS && is_rolled_back_by_conflict(&e) => {
+                    debug!(attempt, error = %e, "start of a batch rolled back by a conflict; trying again");
                     attempt += 1;
                 }
                 other => return other,

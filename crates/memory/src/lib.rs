@@ -35,9 +35,9 @@ use flowrun_domain::text::{
 };
 use flowrun_domain::{
     ActiveRun, CancelOutcome, CancelRequest, Claim, CreateDataFlowError, DataFlow, DataFlowId,
-    DataFlowRepository, DataFlowRun, FailureKind, FinishRunError, FlowChanges, LastRunStatus, NewDataFlow,
-    PruneRuns, RepositoryError, RunFilter, RunId, RunOutcome, RunRecord, RunRepository, RunStatus, StartRun,
-    StartRunError, Storage, StoreKind,
+    DataFlowRepository, DataFlowRun, DueBatch, FailureKind, FinishRunError, FlowChanges, LastRunStatus,
+    NewDataFlow, PruneRuns, RepositoryError, RunFilter, RunId, RunOutcome, RunRecord, RunRepository,
+    RunStatus, StartRun, StartRunError, Storage, StoreKind, Trigger,
 };
 use thiserror::Error;
 
@@ -94,6 +94,62 @@ impl State {
     }
 
     /// Why a claim was refused, in the SQL adapters' order: gone, held by a run, or not due.
+    /// [`RunRepository::start_run`] under the store's lock.
+    fn start(&mut self, request: StartRun) -> Result<DataFlowRun, StartRunError> {
+        let flow_id = request.data_flow_id;
+        let claimable = self.flows.get(&flow_id.0).is_some_and(|stored| {
+            let flow = &stored.flow;
+            stored.active_run_id.is_none()
+                && match request.claim {
+                    Claim::Manual => true,
+                    Claim::Due { .. } => {
+                        flow.enabled && flow.next_run_at.is_some_and(|next| next <= request.started_at)
+                    }
+                    Claim::Retry => {
+                        flow.enabled
+                            && flow
+                                .pending_retry
+                                .is_some_and(|retry| retry.at <= request.started_at)
+                    }
+                }
+        });
+        if !claimable {
+            return Err(self.why_not_claimed(flow_id));
+        }
+        self.last_run_id += 1;
+        let id = RunId(self.last_run_id);
+        let started = request.started_at;
+        // Inserted `pending` and moved to `in_progress` under the same lock: no one sees the first step.
+        let run = DataFlowRun {
+            id,
+            data_flow_id: flow_id,
+            status: RunStatus::InProgress,
+            started_at: started,
+            ended_at: None,
+            error_message: None,
+            error_backtrace: None,
+            lease_owner: Some(storable(request.lease_owner.as_str(), MAX_LEASE_OWNER_BYTES).into_owned()),
+            lease_expires_at: Some(request.lease_expires_at),
+            attempt: request.attempt,
+            trigger: request.trigger,
+            failure_kind: None,
+            cancel_requested: None,
+            output: String::new(),
+            created_at: started,
+            updated_at: started,
+        };
+        if let Some(stored) = self.flows.get_mut(&flow_id.0) {
+            match request.claim {
+                Claim::Manual => {}
+                Claim::Due { next_run_at } => stored.flow.next_run_at = next_run_at,
+                Claim::Retry => stored.flow.pending_retry = None,
+            }
+            stored.active_run_id = Some(id);
+        }
+        self.runs.insert(id.0, run.clone());
+        Ok(run)
+    }
+
     fn why_not_claimed(&self, data_flow_id: DataFlowId) -> StartRunError {
         let Some(stored) = self.flows.get(&data_flow_id.0) else {
             return StartRunError::FlowNotFound;
@@ -344,59 +400,32 @@ impl DataFlowRepository for MemoryStore {
 #[async_trait]
 impl RunRepository for MemoryStore {
     async fn start_run(&self, request: StartRun) -> Result<DataFlowRun, StartRunError> {
+        self.lock()?.start(request)
+    }
+
+    async fn start_due_runs(&self, batch: DueBatch) -> Result<Vec<DataFlowRun>, RepositoryError> {
+        // Under one lock, so the batch is atomic as one transaction is.
         let mut state = self.lock()?;
-        let flow_id = request.data_flow_id;
-        let claimable = state.flows.get(&flow_id.0).is_some_and(|stored| {
-            let flow = &stored.flow;
-            stored.active_run_id.is_none()
-                && match request.claim {
-                    Claim::Manual => true,
-                    Claim::Due { .. } => {
-                        flow.enabled && flow.next_run_at.is_some_and(|next| next <= request.started_at)
-                    }
-                    Claim::Retry => {
-                        flow.enabled
-                            && flow
-                                .pending_retry
-                                .is_some_and(|retry| retry.at <= request.started_at)
-                    }
-                }
-        });
-        if !claimable {
-            return Err(state.why_not_claimed(flow_id));
-        }
-        state.last_run_id += 1;
-        let id = RunId(state.last_run_id);
-        let started = request.started_at;
-        // Inserted `pending` and moved to `in_progress` under the same lock: no one sees the first step.
-        let run = DataFlowRun {
-            id,
-            data_flow_id: flow_id,
-            status: RunStatus::InProgress,
-            started_at: started,
-            ended_at: None,
-            error_message: None,
-            error_backtrace: None,
-            lease_owner: Some(storable(request.lease_owner.as_str(), MAX_LEASE_OWNER_BYTES).into_owned()),
-            lease_expires_at: Some(request.lease_expires_at),
-            attempt: request.attempt,
-            trigger: request.trigger,
-            failure_kind: None,
-            cancel_requested: None,
-            output: String::new(),
-            created_at: started,
-            updated_at: started,
-        };
-        if let Some(stored) = state.flows.get_mut(&flow_id.0) {
-            match request.claim {
-                Claim::Manual => {}
-                Claim::Due { next_run_at } => stored.flow.next_run_at = next_run_at,
-                Claim::Retry => stored.flow.pending_retry = None,
+        let mut started = Vec::with_capacity(batch.flows.len());
+        for flow in &batch.flows {
+            let request = StartRun {
+                data_flow_id: flow.data_flow_id,
+                started_at: batch.started_at,
+                lease_owner: batch.lease_owner.clone(),
+                lease_expires_at: batch.lease_expires_at,
+                claim: Claim::Due {
+                    next_run_at: flow.next_run_at,
+                },
+                trigger: Trigger::Schedule,
+                attempt: 1,
+            };
+            match state.start(request) {
+                Ok(run) => started.push(run),
+                Err(StartRunError::Repository(error)) => return Err(error),
+                Err(StartRunError::Busy(_) | StartRunError::NotDue | StartRunError::FlowNotFound) => {}
             }
-            stored.active_run_id = Some(id);
         }
-        state.runs.insert(id.0, run.clone());
-        Ok(run)
+        Ok(started)
     }
 
     async fn finish_run(
@@ -606,7 +635,7 @@ impl RunRepository for MemoryStore {
 mod tests {
     use super::*;
     use chrono::TimeZone;
-    use flowrun_domain::{FlowName, LeaseOwner, RunInterval, Trigger};
+    use flowrun_domain::{FlowName, LeaseOwner, RunInterval};
     use serde_json::json;
 
     fn t(secs: i64) -> DateTime<Utc> {
