@@ -472,8 +472,8 @@ mod tests {
             [
                 r#"UPDATE "data_flows" SET "active_run_id" = 0 WHERE "id" = ? AND "active_run_id" IS NULL"#,
                 r#"INSERT INTO "data_flow_runs" ("data_flow_id", "status", "started_at", "lease_owner", "lease_expires_at", "attempt", "triggered_by", "created_at", "updated_at") SELECT ?, 'pending', ?, ?, ?, ?, ?, ?, ? WHERE changes() = 1"#,
-                r#"UPDATE "data_flow_runs" SET "status" = 'in_progress' WHERE "id" = last_insert_rowid() AND changes() = 1"#,
-                r#"UPDATE "data_flows" SET "active_run_id" = last_insert_rowid() WHERE "id" = ? AND changes() = 1"#,
+                r#"UPDATE "data_flow_runs" SET "status" = 'in_progress' WHERE "id" = (last_insert_rowid()) AND (changes() = 1)"#,
+                r#"UPDATE "data_flows" SET "active_run_id" = last_insert_rowid() WHERE "id" = ? AND (changes() = 1)"#,
                 "COMMIT",
             ]
             .join(";\n")
@@ -489,9 +489,9 @@ mod tests {
             [
                 "BEGIN IMMEDIATE",
                 &lite.end_run,
-                r#"UPDATE "data_flow_runs" SET "output" = ? WHERE "id" = ? AND changes() = 1"#,
-                &format!("{} AND changes() = 1", lite.end_flow),
-                r#"UPDATE "data_flows" SET "state" = ? WHERE "id" = ? AND changes() = 1"#,
+                r#"UPDATE "data_flow_runs" SET "output" = ? WHERE "id" = ? AND (changes() = 1)"#,
+                &format!("{} AND (changes() = 1)", lite.end_flow),
+                r#"UPDATE "data_flows" SET "state" = ? WHERE "id" = ? AND (changes() = 1)"#,
                 "COMMIT",
             ]
             .join(";\n")

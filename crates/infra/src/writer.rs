@@ -358,6 +358,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_batch_left_in_a_transaction_closes_its_connection_so_its_lock_is_released() {
+        let (writer, path) = writer("open-batch").await;
+        writer
+            .pool()
+            .execute_unprepared("CREATE TABLE t (x INTEGER)")
+            .await
+            .expect("table");
+        for round in 0..3 {
+            let mut conn = writer.sqlite_batches().await.expect("batches").expect("SQLite");
+            let begin = Statement::from_string(sea_orm::DatabaseBackend::Sqlite, "BEGIN IMMEDIATE");
+            conn.batch(begin, false).await.expect("begin");
+            let insert = Statement::from_string(sea_orm::DatabaseBackend::Sqlite, "INSERT INTO t VALUES (1)");
+            conn.batch(insert, false).await.expect("insert");
+            // Dropped with its transaction open, as when its caller is cancelled or a batch failed.
+            drop(conn);
+            let txn = tokio::time::timeout(std::time::Duration::from_secs(10), writer.begin())
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: the write lock was never released"))
+                .expect("begin");
+            tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                txn.execute_unprepared("INSERT INTO t VALUES (2)"),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: the write lock was never released"))
+            .expect("write");
+            txn.commit().await.expect("commit");
+        }
+        let rows = writer
+            .pool()
+            .query_one_raw(Statement::from_string(
+                sea_orm::DatabaseBackend::Sqlite,
+                "SELECT count(*), sum(x) FROM t",
+            ))
+            .await
+            .expect("query")
+            .expect("row");
+        assert_eq!(rows.try_get_by_index::<i64>(0).expect("count"), 3);
+        assert_eq!(
+            rows.try_get_by_index::<i64>(1).expect("sum"),
+            6,
+            "only the committed rows"
+        );
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[tokio::test]
     async fn only_sqlite_files_get_a_reserved_connection() {
         let memory = ConnectSettings::new("sqlite::memory:");
         assert!(connect_run_writer(&memory).await.expect("memory").is_none());
