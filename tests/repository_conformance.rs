@@ -1739,3 +1739,88 @@ async fn a_run_in_2040_round_trips_on_every_backend() {
     })
     .await;
 }
+
+/// Creates (or drops) a trigger that refuses every `event` (`INSERT`, `UPDATE`) on `table`.
+async fn refuse(sql: &Sql, table: &str, event: &str, on: bool) {
+    let db = sql.connection();
+    let name = format!("refuse_{}_{}", table, event.to_lowercase());
+    let statements = match (sql.kind, on) {
+        (Kind::Sqlite, true) => vec![format!(
+            "CREATE TRIGGER {name} BEFORE {event} ON {table} BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )],
+        (Kind::Postgres, true) => vec![
+            "CREATE OR REPLACE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$ LANGUAGE plpgsql".to_owned(),
+            format!("CREATE TRIGGER {name} BEFORE {event} ON {table} FOR EACH ROW EXECUTE FUNCTION refuse()"),
+        ],
+        (Kind::MySql, true) => vec![format!(
+            "CREATE TRIGGER {name} BEFORE {event} ON {table} FOR EACH ROW SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by the test'"
+        )],
+        (Kind::Postgres, false) => vec![format!("DROP TRIGGER {name} ON {table}")],
+        (_, false) => vec![format!("DROP TRIGGER {name}")],
+        (Kind::Memory, true) => unreachable!("SQL backends only"),
+    };
+    for statement in statements {
+        db.execute_raw(Statement::from_string(
+            db.get_database_backend(),
+            statement.clone(),
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+}
+
+/// SQL only: the database refuses a step halfway (a trigger raises), which no adapter-level input can
+/// cause. Each step is one transaction however it travels (a function call, a batch, statements): a
+/// refused start leaves the flow unclaimed and no run, a refused finish leaves the run in progress, and
+/// the connections that saw the failure serve the next steps.
+#[tokio::test]
+async fn a_step_the_database_refuses_halfway_changes_nothing() {
+    each_sql_backend(async |h, sql, k| {
+        let flow = create(h, "f", json!("Noop")).await;
+        refuse(sql, "data_flow_runs", "INSERT", true).await;
+        for attempt in 0..3 {
+            let refused = h.runs.start_run(start(&flow, t(10 + attempt))).await;
+            assert!(
+                matches!(refused, Err(StartRunError::Repository(_))),
+                "{k}: {refused:?}"
+            );
+        }
+        refuse(sql, "data_flow_runs", "INSERT", false).await;
+        let run = h
+            .runs
+            .start_run(start(&flow, t(20)))
+            .await
+            .unwrap_or_else(|e| panic!("{k}: the refused claims were undone: {e}"));
+        assert_eq!(h.runs.count_runs(flow.id).await.expect("count"), 1, "{k}");
+
+        // The flow's end is refused after the run's own end was written in the same transaction.
+        refuse(sql, "data_flows", "UPDATE", true).await;
+        for attempt in 0..3 {
+            let refused = h
+                .runs
+                .finish_run(run.id, flow.id, RunOutcome::success(t(21 + attempt)))
+                .await;
+            assert!(
+                matches!(refused, Err(FinishRunError::Repository(_))),
+                "{k}: {refused:?}"
+            );
+            let stored = h.runs.find_run(run.id).await.expect("query").expect("found");
+            assert_eq!(
+                stored.run.status,
+                RunStatus::InProgress,
+                "{k}: the run's end was undone too"
+            );
+        }
+        refuse(sql, "data_flows", "UPDATE", false).await;
+        h.runs
+            .finish_run(run.id, flow.id, RunOutcome::success(t(30)))
+            .await
+            .unwrap_or_else(|e| panic!("{k}: {e}"));
+        let stored = h.runs.find_run(run.id).await.expect("query").expect("found");
+        assert_eq!(stored.run.status, RunStatus::Success, "{k}");
+        assert_eq!(stored.run.ended_at, Some(t(30)), "{k}");
+        let again = h.runs.start_run(start(&flow, t(40))).await;
+        assert!(again.is_ok(), "{k}: the flow was released: {again:?}");
+    })
+    .await;
+}

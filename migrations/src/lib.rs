@@ -11,6 +11,7 @@ mod m20261128_000001_flow_schedules;
 mod m20261129_000001_run_control;
 mod m20261130_000001_run_output_and_state;
 mod m20261130_000002_retry_columns;
+mod m20261201_000001_lifecycle_functions;
 
 /// Every migration of flowrun, in order.
 #[derive(Debug)]
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000001_run_control::Migration),
             Box::new(m20261130_000001_run_output_and_state::Migration),
             Box::new(m20261130_000002_retry_columns::Migration),
+            Box::new(m20261201_000001_lifecycle_functions::Migration),
         ]
     }
 }

@@ -258,11 +258,11 @@ async fn open(
         let hook = Arc::clone(&counter);
         db.set_metric_callback(move |info| hook.record(&info.statement.sql, info.elapsed));
     }
-    let store = flowrun_app::SqlStore::new(
-        flowrun_app::RunWriter::new(db, reserved),
-        backend,
-        flowrun_app::mask_url(&settings.database_url),
-    );
+    // SQLite batches go to sqlx without SeaORM, so its callback does not see them.
+    let hook = Arc::clone(&counter);
+    let writer = flowrun_app::RunWriter::new(db, reserved)
+        .observed(Arc::new(move |sql: &str, elapsed| hook.record(sql, elapsed)));
+    let store = flowrun_app::SqlStore::new(writer, backend, flowrun_app::mask_url(&settings.database_url));
     let app = App::wire(Ports::sql(store.clone()), builtin_registry(), settings.lease);
     Ok((app, store, Some(counter)))
 }

@@ -100,8 +100,9 @@ async fn history_is_prefilled_kept_and_removed() {
     opts.count = true;
     let report = run(&opts).await.expect("the benchmark runs");
     assert_eq!(report.history, 2500);
-    // Start: claim, insert, in_progress, activate; finish: end run, end flow.
-    assert_eq!(report.statements_per_run, Some(6.0));
+    // What the client sends, a batch once: the start's `BEGIN IMMEDIATE` and its batch (claim, insert,
+    // in_progress, activate, COMMIT); the finish's batch (BEGIN IMMEDIATE, end run, end flow, COMMIT).
+    assert_eq!(report.statements_per_run, Some(3.0));
     assert_eq!(count(&url, "SELECT COUNT(*) FROM data_flow_runs").await, 2522);
     let report = run(&Options {
         raw: false,
@@ -109,7 +110,7 @@ async fn history_is_prefilled_kept_and_removed() {
     })
     .await
     .expect("runs again");
-    assert_eq!(report.statements_per_run, Some(6.0));
+    assert_eq!(report.statements_per_run, Some(3.0));
     assert_eq!(count(&url, "SELECT COUNT(*) FROM data_flow_runs").await, 2522);
     run(&Options { history: 0, ..opts })
         .await

@@ -14,13 +14,18 @@
 //! the statuses a statement writes or guards on, NULLs) are written into the SQL as literals; status
 //! guards in particular stay literal so a planner sees them when it plans the statement.
 //!
+//! How the statements travel differs per backend ([`Steps`]): PostgreSQL runs each step as one call of a
+//! function the migration `m20261201_000001_lifecycle_functions` created, whose body runs these very
+//! statements; SQLite sends each step's transaction to its connection's worker as one batch of them
+//! ([`SqliteBatches`]); MySQL/MariaDB runs them one by one in a transaction.
+//!
 //! Times must be bound with [`HotPath::time`]: every timestamp column is a `DATETIME(6)` on MySQL/MariaDB,
 //! and a time bound the drivers' default way arrives there as a `TIMESTAMP`, which MariaDB turns into
 //! NULL after January 2038.
 
 use chrono::{DateTime, Utc};
 use flowrun_domain::RunStatus;
-use sea_orm::sea_query::{Expr, ExprTrait, Keyword, Query, UpdateStatement};
+use sea_orm::sea_query::{Expr, ExprTrait, Keyword, Query, SimpleExpr, UpdateStatement};
 use sea_orm::{DatabaseBackend, EntityName, Statement, StatementBuilder, Value};
 
 use crate::entity::{data_flow, data_flow_run};
@@ -58,6 +63,65 @@ pub struct HotPath {
     /// Records the end on the flow and releases its claim. Binds: last run at, last run status, retry
     /// at, retry attempt, updated at, flow id.
     pub end_flow: String,
+    /// How a start and a finish reach this backend.
+    pub steps: Steps,
+}
+
+/// How a run's start and finish reach the database: as few round trips as the backend allows.
+#[derive(Debug, Clone)]
+pub enum Steps {
+    /// PostgreSQL: each step is one call of a function (`flowrun_start_run`, `flowrun_finish_run`, created
+    /// by a migration), one round trip and one implicit transaction.
+    Calls {
+        /// Starts a run; returns `(run id, started at, lease expires at)`, or no row when the claim matched
+        /// nothing. Binds: claim (`manual`, `due`, `retry`), flow id, next run at (due claims; else
+        /// NULL), now (due and retry claims compare with it), started at, lease owner, lease expires at,
+        /// attempt, trigger, whether the wait for the claim's lock moves the start.
+        start: String,
+        /// Finishes a run while it is `in_progress`; returns whether it did. Binds: run id, flow id,
+        /// status, ended at, error message, error backtrace, failure kind, retry at, retry attempt, output
+        /// (NULL: leave it), state (NULL: leave it).
+        finish: String,
+    },
+    /// SQLite: each step's transaction travels to the connection's worker as one batch.
+    Batches(SqliteBatches),
+    /// MySQL/MariaDB: the statements one by one inside a transaction.
+    Statements,
+}
+
+/// The batches a SQLite connection runs for a start and a finish: several statements in one text, which
+/// sqlx's SQLite driver executes in one command on the connection's worker thread, binding the values to
+/// the statements' placeholders in order.
+///
+/// A statement after a guard is itself guarded by `changes() = 1`: SQLite's count of the rows the
+/// statement just before it changed (not counting trigger changes), so when the claim or the end's guard
+/// matches no row, nothing after it changes anything either, and the batch's `COMMIT` commits nothing.
+/// The run's id reaches the statements after the insert as `last_insert_rowid()`, which a trigger's own
+/// inserts do not change once the trigger ends.
+#[derive(Debug, Clone)]
+pub struct SqliteBatches {
+    /// Takes the write lock (`BEGIN IMMEDIATE`), alone, so the run's start is read once it is granted.
+    pub begin: String,
+    /// After [`SqliteBatches::begin`]: the manual claim, then the guarded insert, `in_progress`, the
+    /// activation and `COMMIT`. Binds: the claim's, then the insert's (as [`HotPath::insert_pending`]), then
+    /// the flow id.
+    pub start_manual: String,
+    /// The same with the due claim.
+    pub start_due: String,
+    /// The same with the retry claim.
+    pub start_retry: String,
+    /// `BEGIN IMMEDIATE`, the end of the run, its output when there is one, the end on the flow, the flow's
+    /// state when there is one, `COMMIT`; indexed by [`SqliteBatches::finish_index`]. Binds: the end's (as
+    /// [`HotPath::end_run`]), then output and run id when there is output, then the flow end's (as
+    /// [`HotPath::end_flow`]), then state and flow id when there is state.
+    pub finish: [String; 4],
+}
+
+impl SqliteBatches {
+    /// Which of [`SqliteBatches::finish`] writes what the outcome has.
+    pub fn finish_index(output: bool, state: bool) -> usize {
+        usize::from(output) | usize::from(state) << 1
+    }
 }
 
 /// A placeholder: the value given here only types it while the SQL is rendered and is thrown away.
@@ -77,6 +141,24 @@ fn null() -> Expr {
 fn in_progress() -> Expr {
     literal(RunStatus::InProgress.as_str())
 }
+
+/// SQLite: the statement just before this one changed exactly one row (see [`SqliteBatches`]).
+fn after_one_change() -> SimpleExpr {
+    Expr::cust("changes() = 1")
+}
+
+/// SQLite: the id of the row the batch inserted.
+fn inserted_id() -> Expr {
+    Expr::cust("last_insert_rowid()")
+}
+
+/// The PostgreSQL function calls, with every parameter cast to the type of the function's parameter so
+/// the call resolves whatever type a NULL is bound as.
+const PG_START: &str = "SELECT new_run_id, new_started_at, new_lease_expires_at FROM flowrun_start_run(\
+     $1::text, $2::bigint, $3::timestamptz, $4::timestamptz, $5::timestamptz, $6::text, $7::timestamptz, \
+     $8::integer, $9::text, $10::boolean)";
+const PG_FINISH: &str = "SELECT flowrun_finish_run($1::bigint, $2::bigint, $3::text, $4::timestamptz, \
+     $5::text, $6::text, $7::text, $8::timestamptz, $9::integer, $10::text, $11::text)";
 
 /// `UPDATE data_flows SET active_run_id = 0 WHERE id = ? AND active_run_id IS NULL`, to which the due and
 /// retry claims add their columns and conditions.
@@ -129,6 +211,17 @@ impl HotPath {
             (Run::UpdatedAt, bind()),
         ];
         let (names, values): (Vec<_>, Vec<_>) = columns.into_iter().unzip();
+        let mut guarded_insert = Query::insert();
+        guarded_insert
+            .into_table(data_flow_run::Entity.table_ref())
+            .columns(names.clone())
+            .select_from(
+                Query::select()
+                    .exprs(values.clone())
+                    .and_where(after_one_change())
+                    .to_owned(),
+            )
+            .expect("as many values as columns, by construction");
         let mut insert = Query::insert();
         insert
             .into_table(data_flow_run::Entity.table_ref())
@@ -181,8 +274,79 @@ impl HotPath {
             .and_where(Expr::col(data_flow::Column::Id).eq(bind()))
             .to_owned();
 
+        let steps = match backend {
+            DatabaseBackend::Postgres => Steps::Calls {
+                start: PG_START.to_owned(),
+                finish: PG_FINISH.to_owned(),
+            },
+            DatabaseBackend::Sqlite => {
+                let guarded_in_progress = Query::update()
+                    .table(data_flow_run::Entity.table_ref())
+                    .value(Run::Status, in_progress())
+                    .and_where(Expr::col(Run::Id).eq(inserted_id()))
+                    .and_where(after_one_change())
+                    .to_owned();
+                let guarded_activate = Query::update()
+                    .table(data_flow::Entity.table_ref())
+                    .value(data_flow::Column::ActiveRunId, inserted_id())
+                    .and_where(Expr::col(data_flow::Column::Id).eq(bind()))
+                    .and_where(after_one_change())
+                    .to_owned();
+                let output = Query::update()
+                    .table(data_flow_run::Entity.table_ref())
+                    .value(Run::Output, bind())
+                    .and_where(Expr::col(Run::Id).eq(bind()))
+                    .and_where(after_one_change())
+                    .to_owned();
+                let mut guarded_end_flow = end_flow.clone();
+                guarded_end_flow.and_where(after_one_change());
+                let state = Query::update()
+                    .table(data_flow::Entity.table_ref())
+                    .value(data_flow::Column::State, bind())
+                    .and_where(Expr::col(data_flow::Column::Id).eq(bind()))
+                    .and_where(after_one_change())
+                    .to_owned();
+                let batch = |parts: &[&str]| parts.join(";\n");
+                let tail = [
+                    sql(&guarded_insert),
+                    sql(&guarded_in_progress),
+                    sql(&guarded_activate),
+                ]
+                .join(";\n");
+                let start = |claim: &UpdateStatement| batch(&[&sql(claim), &tail, "COMMIT"]);
+                let finish = |output_too: bool, state_too: bool| {
+                    let (end_run, output, end_flow, state) =
+                        (sql(&end_run), sql(&output), sql(&guarded_end_flow), sql(&state));
+                    let mut parts = vec!["BEGIN IMMEDIATE", end_run.as_str()];
+                    if output_too {
+                        parts.push(&output);
+                    }
+                    parts.push(&end_flow);
+                    if state_too {
+                        parts.push(&state);
+                    }
+                    parts.push("COMMIT");
+                    batch(&parts)
+                };
+                Steps::Batches(SqliteBatches {
+                    begin: "BEGIN IMMEDIATE".to_owned(),
+                    start_manual: start(&manual),
+                    start_due: start(&due),
+                    start_retry: start(&retry),
+                    finish: [
+                        finish(false, false),
+                        finish(true, false),
+                        finish(false, true),
+                        finish(true, true),
+                    ],
+                })
+            }
+            _ => Steps::Statements,
+        };
+
         Self {
             backend,
+            steps,
             claim: sql(&manual),
             claim_due: sql(&due),
             claim_retry: sql(&retry),
@@ -292,6 +456,70 @@ mod tests {
             lite.end_flow,
             r#"UPDATE "data_flows" SET "last_run_at" = ?, "last_run_status" = ?, "active_run_id" = NULL, "retry_at" = ?, "retry_attempt" = ?, "updated_at" = ? WHERE "id" = ?"#
         );
+    }
+
+    /// SQLite's batches: the same statements, those after a guard guarded by `changes() = 1`, the run's id
+    /// taken from `last_insert_rowid()`.
+    #[test]
+    fn sqlite_steps_are_batches_of_guarded_statements() {
+        let lite = HotPath::new(DatabaseBackend::Sqlite);
+        let Steps::Batches(batches) = &lite.steps else {
+            panic!("SQLite runs batches: {:?}", lite.steps);
+        };
+        assert_eq!(batches.begin, "BEGIN IMMEDIATE");
+        assert_eq!(
+            batches.start_manual,
+            [
+                r#"UPDATE "data_flows" SET "active_run_id" = 0 WHERE "id" = ? AND "active_run_id" IS NULL"#,
+                r#"INSERT INTO "data_flow_runs" ("data_flow_id", "status", "started_at", "lease_owner", "lease_expires_at", "attempt", "triggered_by", "created_at", "updated_at") SELECT ?, 'pending', ?, ?, ?, ?, ?, ?, ? WHERE changes() = 1"#,
+                r#"UPDATE "data_flow_runs" SET "status" = 'in_progress' WHERE "id" = (last_insert_rowid()) AND (changes() = 1)"#,
+                r#"UPDATE "data_flows" SET "active_run_id" = last_insert_rowid() WHERE "id" = ? AND (changes() = 1)"#,
+                "COMMIT",
+            ]
+            .join(";\n")
+        );
+        assert!(batches.start_due.starts_with(&format!("{};\n", lite.claim_due)));
+        assert!(
+            batches
+                .start_retry
+                .starts_with(&format!("{};\n", lite.claim_retry))
+        );
+        assert_eq!(
+            batches.finish[SqliteBatches::finish_index(true, true)],
+            [
+                "BEGIN IMMEDIATE",
+                &lite.end_run,
+                r#"UPDATE "data_flow_runs" SET "output" = ? WHERE "id" = ? AND (changes() = 1)"#,
+                &format!("{} AND (changes() = 1)", lite.end_flow),
+                r#"UPDATE "data_flows" SET "state" = ? WHERE "id" = ? AND (changes() = 1)"#,
+                "COMMIT",
+            ]
+            .join(";\n")
+        );
+        let plain = &batches.finish[SqliteBatches::finish_index(false, false)];
+        assert!(!plain.contains("output") && !plain.contains("state"), "{plain}");
+        let output_only = &batches.finish[SqliteBatches::finish_index(true, false)];
+        assert!(output_only.contains("output") && !output_only.contains("\"state\""));
+        let state_only = &batches.finish[SqliteBatches::finish_index(false, true)];
+        assert!(!state_only.contains("output") && state_only.contains("\"state\""));
+    }
+
+    #[test]
+    fn postgres_steps_are_function_calls_and_mysql_keeps_statements() {
+        let Steps::Calls { start, finish } = HotPath::new(DatabaseBackend::Postgres).steps else {
+            panic!("PostgreSQL calls functions");
+        };
+        assert!(start.contains("FROM flowrun_start_run($1::text,"), "{start}");
+        assert!(start.ends_with("$10::boolean)"), "{start}");
+        assert!(
+            finish.starts_with("SELECT flowrun_finish_run($1::bigint,"),
+            "{finish}"
+        );
+        assert!(finish.ends_with("$11::text)"), "{finish}");
+        assert!(matches!(
+            HotPath::new(DatabaseBackend::MySql).steps,
+            Steps::Statements
+        ));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use sea_orm::{DbErr, ExecResult};
 use tracing::debug;
 
 use crate::entity::{data_flow, data_flow_run};
-use crate::hot_path::HotPath;
+use crate::hot_path::{HotPath, SqliteBatches, Steps};
 use crate::mapping::{self, is_rolled_back_by_conflict, repository_error};
 use crate::text::{MAX_ERROR_BACKTRACE_BYTES, MAX_ERROR_MESSAGE_BYTES, MAX_LEASE_OWNER_BYTES, storable};
 use crate::writer::{RunWriter, WriteTransaction};
@@ -87,8 +87,141 @@ impl SeaOrmRunRepository {
         self.writer.begin().await.map_err(repository_error)
     }
 
+    /// How long the start of `request` has waited so far (a connection, a lock): its start moves by as
+    /// much. Zero without a clock.
+    fn waited(&self, request: &StartRun) -> TimeDelta {
+        self.clock.as_ref().map_or(TimeDelta::zero(), |clock| {
+            (clock.now() - request.started_at).max(TimeDelta::zero())
+        })
+    }
+
     /// One attempt at [`RunRepository::start_run`].
     async fn start_once(&self, request: &StartRun) -> Result<DataFlowRun, StartRunError> {
+        match &self.sql.steps {
+            Steps::Calls { start, .. } => self.start_by_call(request, start).await,
+            Steps::Batches(batches) => self.start_by_batch(request, batches).await,
+            Steps::Statements => self.start_by_statements(request).await,
+        }
+    }
+
+    /// [`Self::start_once`] as one call of `flowrun_start_run` (PostgreSQL).
+    async fn start_by_call(&self, request: &StartRun, call: &str) -> Result<DataFlowRun, StartRunError> {
+        let sql = &*self.sql;
+        let (claim, next_run_at) = match request.claim {
+            Claim::Manual => ("manual", None),
+            Claim::Due { next_run_at } => ("due", next_run_at),
+            Claim::Retry => ("retry", None),
+        };
+        // The wait so far is read here; the function adds the wait for the claim's lock, if any.
+        let waited = self.waited(request);
+        let started = shifted(request.started_at, waited);
+        let lease_expires_at = shifted(request.lease_expires_at, waited);
+        let owner = storable(request.lease_owner.as_str(), MAX_LEASE_OWNER_BYTES).into_owned();
+        let statement = sql.statement(
+            call,
+            [
+                claim.into(),
+                request.data_flow_id.0.into(),
+                sql.time(next_run_at),
+                sql.time(request.started_at),
+                sql.time(started),
+                owner.as_str().into(),
+                sql.time(lease_expires_at),
+                attempt_value(request.attempt),
+                request.trigger.as_str().into(),
+                self.clock.is_some().into(),
+            ],
+        );
+        let Some(row) = self
+            .writer
+            .pool()
+            .query_one_raw(statement)
+            .await
+            .map_err(repository_error)?
+        else {
+            return Err(self.why_not_claimed(request.data_flow_id).await?);
+        };
+        let read = |e| repository_error(e);
+        let run_id = row.try_get_by_index::<i64>(0).map_err(read)?;
+        let started = row.try_get_by_index::<DateTime<Utc>>(1).map_err(read)?;
+        let lease_expires_at = row.try_get_by_index::<DateTime<Utc>>(2).map_err(read)?;
+        Ok(started_run(request, run_id, started, owner, lease_expires_at))
+    }
+
+    /// [`Self::start_once`] as two batches on one SQLite connection: `BEGIN IMMEDIATE` alone (the write
+    /// lock is granted when it returns, and the run starts then), then the claim and the rest with the
+    /// `COMMIT`.
+    async fn start_by_batch(
+        &self,
+        request: &StartRun,
+        batches: &SqliteBatches,
+    ) -> Result<DataFlowRun, StartRunError> {
+        let sql = &*self.sql;
+        let flow_id = request.data_flow_id.0;
+        let mut conn = self
+            .writer
+            .sqlite_batches()
+            .await
+            .map_err(repository_error)?
+            .ok_or_else(|| RepositoryError::Database("SQLite batches on another backend".into()))?;
+        conn.batch(sql.statement(&batches.begin, []), false)
+            .await
+            .map_err(repository_error)?;
+        let waited = self.waited(request);
+        let started = shifted(request.started_at, waited);
+        let lease_expires_at = shifted(request.lease_expires_at, waited);
+        let owner = storable(request.lease_owner.as_str(), MAX_LEASE_OWNER_BYTES).into_owned();
+        let mut values: Vec<Value> = Vec::with_capacity(13);
+        let text = match request.claim {
+            Claim::Manual => {
+                values.push(flow_id.into());
+                &batches.start_manual
+            }
+            Claim::Retry => {
+                values.extend([flow_id.into(), true.into(), sql.time(request.started_at)]);
+                &batches.start_retry
+            }
+            Claim::Due { next_run_at } => {
+                values.extend([
+                    sql.time(next_run_at),
+                    flow_id.into(),
+                    true.into(),
+                    sql.time(request.started_at),
+                ]);
+                &batches.start_due
+            }
+        };
+        values.extend(insert_values(sql, request, started, &owner, lease_expires_at));
+        values.push(flow_id.into());
+        let results = conn
+            .batch(
+                Statement::from_sql_and_values(sql.backend(), text.as_str(), values),
+                true,
+            )
+            .await
+            .map_err(repository_error)?;
+        drop(conn);
+        // claim, insert, in_progress, activate, COMMIT
+        let [claim, insert, ..] = results.as_slice() else {
+            return Err(batch_shape(results.len()).into());
+        };
+        if claim.rows_affected() == 0 {
+            return Err(self.why_not_claimed(request.data_flow_id).await?);
+        }
+        if insert.rows_affected() != 1 {
+            return Err(batch_shape(results.len()).into());
+        }
+        Ok(started_run(
+            request,
+            insert.last_insert_rowid(),
+            started,
+            owner,
+            lease_expires_at,
+        ))
+    }
+
+    /// [`Self::start_once`] statement by statement in a transaction (MySQL/MariaDB).
+    async fn start_by_statements(&self, request: &StartRun) -> Result<DataFlowRun, StartRunError> {
         let sql = &*self.sql;
         let flow_id = request.data_flow_id.0;
         let claim = match request.claim {
@@ -114,30 +247,13 @@ impl SeaOrmRunRepository {
         }
         // The claim may have waited for a lock or a connection; the run starts when it was granted, so a
         // run claimed after another was released never seems to overlap it.
-        let waited = self.clock.as_ref().map_or(TimeDelta::zero(), |clock| {
-            (clock.now() - request.started_at).max(TimeDelta::zero())
-        });
-        let started = request
-            .started_at
-            .checked_add_signed(waited)
-            .unwrap_or(request.started_at);
-        let lease_expires_at = request
-            .lease_expires_at
-            .checked_add_signed(waited)
-            .unwrap_or(request.lease_expires_at);
+        let waited = self.waited(request);
+        let started = shifted(request.started_at, waited);
+        let lease_expires_at = shifted(request.lease_expires_at, waited);
         let owner = storable(request.lease_owner.as_str(), MAX_LEASE_OWNER_BYTES).into_owned();
         let insert = sql.statement(
             &sql.insert_pending,
-            [
-                flow_id.into(),
-                sql.time(started),
-                owner.as_str().into(),
-                sql.time(lease_expires_at),
-                i32::try_from(request.attempt).unwrap_or(i32::MAX).into(),
-                request.trigger.as_str().into(),
-                sql.time(started),
-                sql.time(started),
-            ],
+            insert_values(sql, request, started, &owner, lease_expires_at),
         );
         let run_id = insert_returning_id(&txn, sql, insert).await?;
         execute(&txn, sql.statement(&sql.in_progress, [run_id.into()])).await?;
@@ -147,24 +263,7 @@ impl SeaOrmRunRepository {
         )
         .await?;
         txn.commit().await.map_err(repository_error)?;
-        Ok(DataFlowRun {
-            id: RunId(run_id),
-            data_flow_id: request.data_flow_id,
-            status: RunStatus::InProgress,
-            started_at: started,
-            ended_at: None,
-            error_message: None,
-            error_backtrace: None,
-            lease_owner: Some(owner),
-            lease_expires_at: Some(lease_expires_at),
-            attempt: request.attempt,
-            trigger: request.trigger,
-            failure_kind: None,
-            cancel_requested: None,
-            output: String::new(),
-            created_at: started,
-            updated_at: started,
-        })
+        Ok(started_run(request, run_id, started, owner, lease_expires_at))
     }
 
     /// One attempt at [`RunRepository::finish_run`].
@@ -174,15 +273,135 @@ impl SeaOrmRunRepository {
         data_flow_id: DataFlowId,
         outcome: &RunOutcome,
     ) -> Result<(), FinishRunError> {
-        let message = outcome
-            .error_message
-            .as_deref()
-            .map(|m| storable(m, MAX_ERROR_MESSAGE_BYTES).into_owned());
-        let backtrace = outcome
-            .error_backtrace
-            .as_deref()
-            .map(|b| storable(b, MAX_ERROR_BACKTRACE_BYTES).into_owned());
-        let status = outcome.status.as_str();
+        let ended = match &self.sql.steps {
+            Steps::Calls { finish, .. } => self.finish_by_call(run_id, data_flow_id, outcome, finish).await?,
+            Steps::Batches(batches) => {
+                self.finish_by_batch(run_id, data_flow_id, outcome, batches)
+                    .await?
+            }
+            Steps::Statements => self.finish_by_statements(run_id, data_flow_id, outcome).await?,
+        };
+        if ended {
+            return Ok(());
+        }
+        let now = data_flow_run::Entity::find_by_id(run_id.0)
+            .one(&self.db)
+            .await
+            .map_err(repository_error)?;
+        Err(FinishRunError::NotInProgress {
+            run_id,
+            status: now.map_or_else(|| "deleted".to_owned(), |run| run.status),
+        })
+    }
+
+    /// [`Self::finish_once`] as one call of `flowrun_finish_run` (PostgreSQL); whether the run was still in
+    /// progress.
+    async fn finish_by_call(
+        &self,
+        run_id: RunId,
+        data_flow_id: DataFlowId,
+        outcome: &RunOutcome,
+        call: &str,
+    ) -> Result<bool, RepositoryError> {
+        let sql = &*self.sql;
+        let end = Ending::of(outcome);
+        let statement = sql.statement(
+            call,
+            [
+                run_id.0.into(),
+                data_flow_id.0.into(),
+                end.status.into(),
+                sql.time(outcome.ended_at),
+                end.message.into(),
+                end.backtrace.into(),
+                end.failure_kind.into(),
+                sql.time(outcome.retry.map(|retry| retry.at)),
+                end.retry_attempt.into(),
+                stored_output(&outcome.output).into(),
+                outcome.state.as_ref().map(ToString::to_string).into(),
+            ],
+        );
+        let row = self
+            .writer
+            .pool()
+            .query_one_raw(statement)
+            .await
+            .map_err(repository_error)?
+            .ok_or_else(|| {
+                repository_error(DbErr::RecordNotFound("flowrun_finish_run returned no row".into()))
+            })?;
+        row.try_get_by_index::<bool>(0).map_err(repository_error)
+    }
+
+    /// [`Self::finish_once`] as one batch on a SQLite connection; whether the run was still in progress.
+    async fn finish_by_batch(
+        &self,
+        run_id: RunId,
+        data_flow_id: DataFlowId,
+        outcome: &RunOutcome,
+        batches: &SqliteBatches,
+    ) -> Result<bool, RepositoryError> {
+        let sql = &*self.sql;
+        let end = Ending::of(outcome);
+        let ended = outcome.ended_at;
+        let output = stored_output(&outcome.output);
+        let state = outcome.state.as_ref().map(ToString::to_string);
+        let text = &batches.finish[SqliteBatches::finish_index(output.is_some(), state.is_some())];
+        let mut values: Vec<Value> = Vec::with_capacity(17);
+        values.extend([
+            end.status.into(),
+            sql.time(ended),
+            end.message.into(),
+            end.backtrace.into(),
+            end.failure_kind.into(),
+            sql.time(ended),
+            run_id.0.into(),
+        ]);
+        if let Some(output) = output {
+            values.extend([output.into(), run_id.0.into()]);
+        }
+        values.extend([
+            sql.time(ended),
+            end.status.into(),
+            sql.time(outcome.retry.map(|retry| retry.at)),
+            end.retry_attempt.into(),
+            sql.time(ended),
+            data_flow_id.0.into(),
+        ]);
+        if let Some(state) = state {
+            values.extend([state.into(), data_flow_id.0.into()]);
+        }
+        let mut conn = self
+            .writer
+            .sqlite_batches()
+            .await
+            .map_err(repository_error)?
+            .ok_or_else(|| RepositoryError::Database("SQLite batches on another backend".into()))?;
+        let results = conn
+            .batch(
+                Statement::from_sql_and_values(sql.backend(), text.as_str(), values),
+                true,
+            )
+            .await
+            .map_err(repository_error)?;
+        drop(conn);
+        // BEGIN, end of the run, …
+        match results.get(1) {
+            Some(end_run) => Ok(end_run.rows_affected() == 1),
+            None => Err(batch_shape(results.len())),
+        }
+    }
+
+    /// [`Self::finish_once`] statement by statement in a transaction (MySQL/MariaDB); whether the run was
+    /// still in progress.
+    async fn finish_by_statements(
+        &self,
+        run_id: RunId,
+        data_flow_id: DataFlowId,
+        outcome: &RunOutcome,
+    ) -> Result<bool, RepositoryError> {
+        let end = Ending::of(outcome);
+        let (status, message, backtrace) = (end.status, end.message, end.backtrace);
         let ended = outcome.ended_at;
         let sql = &*self.sql;
         let end_run = sql.statement(
@@ -192,7 +411,7 @@ impl SeaOrmRunRepository {
                 sql.time(ended),
                 message.into(),
                 backtrace.into(),
-                outcome.failure_kind.map(FailureKind::as_str).into(),
+                end.failure_kind.into(),
                 sql.time(ended),
                 run_id.0.into(),
             ],
@@ -200,18 +419,9 @@ impl SeaOrmRunRepository {
         let txn = self.begin_write().await?;
         if execute(&txn, end_run).await?.rows_affected() == 0 {
             txn.rollback().await.map_err(repository_error)?;
-            let now = data_flow_run::Entity::find_by_id(run_id.0)
-                .one(&self.db)
-                .await
-                .map_err(repository_error)?;
-            return Err(FinishRunError::NotInProgress {
-                run_id,
-                status: now.map_or_else(|| "deleted".to_owned(), |run| run.status),
-            });
+            return Ok(false);
         }
-        let retry_attempt = outcome
-            .retry
-            .map(|retry| i32::try_from(retry.attempt).unwrap_or(i32::MAX));
+        let retry_attempt = end.retry_attempt;
         let end_flow = sql.statement(
             &sql.end_flow,
             [
@@ -245,7 +455,7 @@ impl SeaOrmRunRepository {
                 .map_err(repository_error)?;
         }
         txn.commit().await.map_err(repository_error)?;
-        Ok(())
+        Ok(true)
     }
 
     /// Why a claim matched no row: the flow is gone, held by a run, or not due.
@@ -332,6 +542,99 @@ impl SeaOrmRunRepository {
         };
         mapping::data_flow_run(closed).map(Some)
     }
+}
+
+/// What a finish writes about the run's end, bounded as stored.
+struct Ending {
+    status: &'static str,
+    message: Option<String>,
+    backtrace: Option<String>,
+    failure_kind: Option<&'static str>,
+    retry_attempt: Option<i32>,
+}
+
+impl Ending {
+    fn of(outcome: &RunOutcome) -> Self {
+        Self {
+            status: outcome.status.as_str(),
+            message: outcome
+                .error_message
+                .as_deref()
+                .map(|m| storable(m, MAX_ERROR_MESSAGE_BYTES).into_owned()),
+            backtrace: outcome
+                .error_backtrace
+                .as_deref()
+                .map(|b| storable(b, MAX_ERROR_BACKTRACE_BYTES).into_owned()),
+            failure_kind: outcome.failure_kind.map(FailureKind::as_str),
+            retry_attempt: outcome
+                .retry
+                .map(|retry| i32::try_from(retry.attempt).unwrap_or(i32::MAX)),
+        }
+    }
+}
+
+/// `at` moved later by `waited`, or `at` itself where that is beyond what a time can hold.
+fn shifted(at: DateTime<Utc>, waited: TimeDelta) -> DateTime<Utc> {
+    at.checked_add_signed(waited).unwrap_or(at)
+}
+
+fn attempt_value(attempt: u32) -> Value {
+    i32::try_from(attempt).unwrap_or(i32::MAX).into()
+}
+
+/// The values of [`HotPath::insert_pending`], in its binding order.
+fn insert_values(
+    sql: &HotPath,
+    request: &StartRun,
+    started: DateTime<Utc>,
+    owner: &str,
+    lease_expires_at: DateTime<Utc>,
+) -> [Value; 8] {
+    [
+        request.data_flow_id.0.into(),
+        sql.time(started),
+        owner.into(),
+        sql.time(lease_expires_at),
+        attempt_value(request.attempt),
+        request.trigger.as_str().into(),
+        sql.time(started),
+        sql.time(started),
+    ]
+}
+
+/// The run a successful start recorded.
+fn started_run(
+    request: &StartRun,
+    run_id: i64,
+    started: DateTime<Utc>,
+    owner: String,
+    lease_expires_at: DateTime<Utc>,
+) -> DataFlowRun {
+    DataFlowRun {
+        id: RunId(run_id),
+        data_flow_id: request.data_flow_id,
+        status: RunStatus::InProgress,
+        started_at: started,
+        ended_at: None,
+        error_message: None,
+        error_backtrace: None,
+        lease_owner: Some(owner),
+        lease_expires_at: Some(lease_expires_at),
+        attempt: request.attempt,
+        trigger: request.trigger,
+        failure_kind: None,
+        cancel_requested: None,
+        output: String::new(),
+        created_at: started,
+        updated_at: started,
+    }
+}
+
+/// A batch whose results do not have the shape its statements give: a defect, reported, never a panic.
+fn batch_shape(results: usize) -> RepositoryError {
+    RepositoryError::Database(
+        format!("a lifecycle batch returned {results} results unlike its statements").into(),
+    )
 }
 
 async fn execute(txn: &DatabaseTransaction, statement: Statement) -> Result<ExecResult, RepositoryError> {

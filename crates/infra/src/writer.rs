@@ -3,9 +3,19 @@
 use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
+use futures::TryStreamExt;
+use sea_orm::sqlx::pool::PoolConnection;
+use sea_orm::sqlx::sqlite::SqliteQueryResult;
+use sea_orm::sqlx::{self, Either, Executor, Sqlite};
+use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, RuntimeErr, Statement, TransactionTrait};
+use sea_query_sqlx::SqlxValues;
 use tracing::warn;
+
+/// Sees every batch a [`BatchConnection`] sends, with how long it took (SeaORM's metric callback does not:
+/// batches bypass SeaORM).
+pub type BatchObserver = Arc<dyn Fn(&str, Duration) + Send + Sync>;
 
 /// Begins the write transactions of a run's lifecycle: on a connection reserved for them while it is free,
 /// otherwise on the pool.
@@ -16,10 +26,21 @@ use tracing::warn;
 /// connection it used last. (It may wait for that connection's way back into its pool after the previous
 /// transaction: sqlx returns connections from a spawned task, with a ping.) If the reserved connection
 /// fails, the transaction falls back to the pool.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunWriter {
     pool: DatabaseConnection,
     reserved: Option<Arc<Reserved>>,
+    observer: Option<BatchObserver>,
+}
+
+impl std::fmt::Debug for RunWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunWriter")
+            .field("pool", &self.pool)
+            .field("reserved", &self.reserved)
+            .field("observed", &self.observer.is_some())
+            .finish()
+    }
 }
 
 #[derive(Debug)]
@@ -37,7 +58,17 @@ impl RunWriter {
                 taken: AtomicBool::new(false),
             })
         });
-        Self { pool, reserved }
+        Self {
+            pool,
+            reserved,
+            observer: None,
+        }
+    }
+
+    /// The same writer, telling `observer` of every SQLite batch it sends (for counting statements).
+    pub fn observed(mut self, observer: BatchObserver) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Run transactions on `pool` only.
@@ -83,6 +114,120 @@ impl RunWriter {
             txn: self.pool.begin().await?,
             _slot: None,
         })
+    }
+}
+
+impl RunWriter {
+    /// A SQLite connection for one lifecycle step's batches: the reserved connection if it is free, else
+    /// one of the pool's (as [`RunWriter::begin`] chooses). `None` on other backends.
+    pub async fn sqlite_batches(&self) -> Result<Option<BatchConnection>, DbErr> {
+        if self.pool.get_database_backend() != sea_orm::DatabaseBackend::Sqlite {
+            return Ok(None);
+        }
+        if let Some(reserved) = &self.reserved
+            && reserved
+                .taken
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            let slot = Slot(Arc::clone(reserved));
+            match reserved.db.get_sqlite_connection_pool().acquire().await {
+                Ok(conn) => return Ok(Some(self.batch_connection(conn, Some(slot)))),
+                Err(error) => warn!(%error, "the connection reserved for run writes failed; using the pool"),
+            }
+        }
+        let conn = self
+            .pool
+            .get_sqlite_connection_pool()
+            .acquire()
+            .await
+            .map_err(driver_error)?;
+        Ok(Some(self.batch_connection(conn, None)))
+    }
+
+    fn batch_connection(&self, conn: PoolConnection<Sqlite>, slot: Option<Slot>) -> BatchConnection {
+        BatchConnection {
+            conn,
+            open: false,
+            observer: self.observer.clone(),
+            _slot: slot,
+        }
+    }
+}
+
+/// A sqlx error as SeaORM reports it, so the repository classifies it as it does every other.
+fn driver_error(error: sqlx::Error) -> DbErr {
+    DbErr::Exec(RuntimeErr::SqlxError(Arc::new(error)))
+}
+
+/// One SQLite connection running a lifecycle step as batches ([`crate::hot_path::SqliteBatches`]): each
+/// batch is one command to the connection's worker thread, and the batches open and commit the step's
+/// transaction themselves.
+///
+/// A batch that fails, or whose caller stops waiting for it, can leave that transaction open; sqlx's
+/// driver does not know of it (it tracks only the transactions it began). Such a connection is closed
+/// instead of going back to its pool, and closing a SQLite connection rolls its open transaction back.
+pub struct BatchConnection {
+    conn: PoolConnection<Sqlite>,
+    /// Whether a transaction may be open: from the moment a batch is sent until one ends it.
+    open: bool,
+    observer: Option<BatchObserver>,
+    // Declared after `conn`, so the connection is released before the reserved slot is.
+    _slot: Option<Slot>,
+}
+
+impl std::fmt::Debug for BatchConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchConnection")
+            .field("open", &self.open)
+            .field("reserved", &self._slot.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BatchConnection {
+    /// Runs `statement` (one or several statements, with their values in order) as one command and
+    /// returns each statement's result. `ends_transaction`: the batch ends with the `COMMIT` of what it or
+    /// an earlier batch began; otherwise it leaves a transaction open for the next batch.
+    pub async fn batch(
+        &mut self,
+        statement: Statement,
+        ends_transaction: bool,
+    ) -> Result<Vec<SqliteQueryResult>, DbErr> {
+        self.open = true;
+        let started = Instant::now();
+        let values = statement.values.map(|values| values.0).unwrap_or_default();
+        let query = sqlx::query_with(
+            sqlx::AssertSqlSafe(statement.sql.as_str()),
+            SqlxValues(sea_orm::sea_query::Values(values)),
+        );
+        let results: Vec<SqliteQueryResult> = self
+            .conn
+            .fetch_many(query)
+            .try_filter_map(|step| async move {
+                Ok(match step {
+                    Either::Left(done) => Some(done),
+                    Either::Right(_) => None,
+                })
+            })
+            .try_collect()
+            .await
+            .map_err(driver_error)?;
+        if let Some(observer) = &self.observer {
+            observer(&statement.sql, started.elapsed());
+        }
+        if ends_transaction {
+            self.open = false;
+        }
+        Ok(results)
+    }
+}
+
+impl Drop for BatchConnection {
+    fn drop(&mut self) {
+        if self.open {
+            self.conn.close_on_drop();
+        }
     }
 }
 
@@ -209,6 +354,53 @@ mod tests {
         let txn = writer.begin().await.expect("the pool serves it");
         assert!(txn._slot.is_none());
         txn.rollback().await.expect("rollback");
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[tokio::test]
+    async fn a_batch_left_in_a_transaction_closes_its_connection_so_its_lock_is_released() {
+        let (writer, path) = writer("open-batch").await;
+        writer
+            .pool()
+            .execute_unprepared("CREATE TABLE t (x INTEGER)")
+            .await
+            .expect("table");
+        for round in 0..3 {
+            let mut conn = writer.sqlite_batches().await.expect("batches").expect("SQLite");
+            let begin = Statement::from_string(sea_orm::DatabaseBackend::Sqlite, "BEGIN IMMEDIATE");
+            conn.batch(begin, false).await.expect("begin");
+            let insert = Statement::from_string(sea_orm::DatabaseBackend::Sqlite, "INSERT INTO t VALUES (1)");
+            conn.batch(insert, false).await.expect("insert");
+            // Dropped with its transaction open, as when its caller is cancelled or a batch failed.
+            drop(conn);
+            let txn = tokio::time::timeout(std::time::Duration::from_secs(10), writer.begin())
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: the write lock was never released"))
+                .expect("begin");
+            tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                txn.execute_unprepared("INSERT INTO t VALUES (2)"),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: the write lock was never released"))
+            .expect("write");
+            txn.commit().await.expect("commit");
+        }
+        let rows = writer
+            .pool()
+            .query_one_raw(Statement::from_string(
+                sea_orm::DatabaseBackend::Sqlite,
+                "SELECT count(*), sum(x) FROM t",
+            ))
+            .await
+            .expect("query")
+            .expect("row");
+        assert_eq!(rows.try_get_by_index::<i64>(0).expect("count"), 3);
+        assert_eq!(
+            rows.try_get_by_index::<i64>(1).expect("sum"),
+            6,
+            "only the committed rows"
+        );
         let _ = std::fs::remove_file(path);
     }
 
