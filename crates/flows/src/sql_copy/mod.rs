@@ -19,6 +19,7 @@ mod backend;
 mod bind;
 mod cell;
 mod conn;
+mod copy_text;
 mod error;
 mod read;
 mod settings;
@@ -149,6 +150,7 @@ impl SqlCopy {
                 summary.batches += 1;
                 summary.rows_read += batch.len() as u64;
                 summary.rows_written += written;
+                context.report_progress(summary.rows_read, "rows");
                 context.log(format!(
                     "batch {}: {} rows read, {} written, cursor {}",
                     summary.batches,
