@@ -11,7 +11,7 @@ ROWS=${ROWS:-1000000}
 OUT=${OUT:-${TMPDIR:-/tmp}/copy.jsonl}
 PG=${PG:-postgres://postgres@127.0.0.1:5432}
 MY=${MY:-mysql://root@127.0.0.1:3306}
-EXTRA=${EXTRA:-}
+EXTRA=${EXTRA:-"--row-by-row-rows 2000"}
 PAIRS=${PAIRS:-"sqlite:sqlite sqlite:postgres sqlite:mysql postgres:sqlite postgres:postgres postgres:mysql mysql:sqlite mysql:postgres mysql:mysql"}
 DIR=$(mktemp -d)
 
