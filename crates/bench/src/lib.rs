@@ -13,6 +13,7 @@
 //! exist (on a dedicated flow, `bench-history`) so that the cost per run can be compared with and without
 //! a large history.
 
+pub mod copy;
 pub mod count;
 pub mod raw;
 pub mod report;

@@ -1,6 +1,7 @@
 //! `flowrun-bench --database-url URL --runs N --concurrency C --class Noop|Fail [--raw] [--history N]`:
 //! executes `N` runs, `C` at once, through flowrun's executor (or, with `--raw`, through its SQL alone)
-//! and prints one JSON line. Exits with 1 if any run did not end as expected, 2 on a setup failure.
+//! and prints one JSON line. `--copy --source URL --sink URL [--rows N]` measures SqlCopy instead
+//! ([`flowrun_bench::copy`]). Exits with 1 if any run did not end as expected, 2 on a setup failure.
 
 use std::process::ExitCode;
 
@@ -9,6 +10,10 @@ use flowrun_bench::{Options, run};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // `--copy` has flags of its own (`flowrun-bench --copy --help`).
+    if std::env::args().any(|arg| arg == "--copy") {
+        return flowrun_bench::copy::main().await;
+    }
     let options = Options::parse();
     if options.scheduler_worker {
         return match flowrun_bench::scheduler::worker(&options).await {

@@ -5,7 +5,9 @@ use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 use flowrun_domain::duration::format_duration;
-use flowrun_domain::{DataFlow, HeartbeatReport, RunEnd, RunRecord, RunStatus, Schedule};
+use flowrun_domain::{
+    DataFlow, HeartbeatReport, Progress, RunEnd, RunProgress, RunRecord, RunStatus, Schedule,
+};
 use serde_json::Value;
 
 /// Writes to stdout. Once the reader is gone (a closed pipe), the rest of the output is dropped and the
@@ -424,15 +426,17 @@ pub fn print_run(record: &RunRecord, now: DateTime<Utc>, style: &Style) {
     }
 }
 
-/// A spinner with the elapsed time on stderr, shown only after the run has taken a moment.
+/// A spinner with the elapsed time on stderr, shown only after the run has taken a moment, and the run's
+/// progress when its flow reports any (SqlCopy: rows and rows/s). The line is rewritten in place and
+/// cleared at the end.
 pub struct Spinner {
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Spinner {
-    /// Starts spinning for the flow `name`.
-    pub fn start(name: String) -> Self {
+    /// Starts spinning for the flow `name`, showing what `progress` holds.
+    pub fn start(name: String, progress: RunProgress) -> Self {
         let (stop, mut stopped) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             const FRAMES: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
@@ -449,8 +453,9 @@ impl Spinner {
                     continue;
                 }
                 shown = true;
+                let line = spinner_line(*frame, &name, elapsed, progress.get());
                 let mut err = std::io::stderr().lock();
-                let _ = write!(err, "\r{frame} running {name} ({:.1}s)", elapsed.as_secs_f64());
+                let _ = write!(err, "\r\x1b[2K{line}");
                 let _ = err.flush();
             }
             if shown {
@@ -469,6 +474,18 @@ impl Spinner {
     }
 }
 
+/// The spinner's line: `⠋ running NAME (12.3s)`, then `: 120000 rows, 9756 rows/s` once the flow reports
+/// progress.
+pub fn spinner_line(frame: char, name: &str, elapsed: StdDuration, progress: Option<Progress>) -> String {
+    let seconds = elapsed.as_secs_f64();
+    let mut line = format!("{frame} running {name} ({seconds:.1}s)");
+    if let Some(Progress { done, unit }) = progress {
+        let rate = if seconds > 0.0 { done as f64 / seconds } else { 0.0 };
+        line.push_str(&format!(": {done} {unit}, {rate:.0} {unit}/s"));
+    }
+    line
+}
+
 /// `n thing`, `n things`.
 pub fn plural(n: u64, thing: &str) -> String {
     if n == 1 {
@@ -481,6 +498,24 @@ pub fn plural(n: u64, thing: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_spinner_line_adds_progress_and_its_rate_once_reported() {
+        let elapsed = StdDuration::from_millis(2500);
+        assert_eq!(spinner_line('⠋', "copy", elapsed, None), "⠋ running copy (2.5s)");
+        assert_eq!(
+            spinner_line(
+                '⠙',
+                "copy",
+                elapsed,
+                Some(Progress {
+                    done: 25_000,
+                    unit: "rows"
+                })
+            ),
+            "⠙ running copy (2.5s): 25000 rows, 10000 rows/s"
+        );
+    }
 
     #[test]
     fn counts_read_naturally() {

@@ -35,6 +35,7 @@ pub struct RunContext {
     trigger: Trigger,
     cancellation: Cancellation,
     output: RunOutput,
+    progress: RunProgress,
     state: Option<Value>,
     new_state: Option<Value>,
 }
@@ -56,6 +57,7 @@ impl RunContext {
             trigger,
             cancellation: Cancellation::default(),
             output: RunOutput::default(),
+            progress: RunProgress::default(),
             state,
             new_state: None,
         }
@@ -131,6 +133,49 @@ impl RunContext {
 
     pub(crate) fn take_new_state(&mut self) -> Option<Value> {
         self.new_state.take()
+    }
+
+    /// Reports how far the run has come: `done` units of work so far (`unit`: `rows`, `files`, …). Whoever
+    /// watches the run's [`RunProgress`] sees the latest report; nothing is recorded.
+    pub fn report_progress(&self, done: u64, unit: &'static str) {
+        self.progress.set(Progress { done, unit });
+    }
+
+    /// The run's progress, to hand to tasks the flow spawns or to watch it.
+    pub fn progress(&self) -> RunProgress {
+        self.progress.clone()
+    }
+
+    /// The same context reporting its progress into `progress`, which its caller watches.
+    pub fn with_progress(mut self, progress: RunProgress) -> Self {
+        self.progress = progress;
+        self
+    }
+}
+
+/// How far a run has come, as its flow last reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Units of work done so far.
+    pub done: u64,
+    /// What is counted: `rows`, `files`, …
+    pub unit: &'static str,
+}
+
+/// A run's latest [`Progress`]; cloning shares it, so a caller can watch what the flow reports (the CLI's
+/// progress line). Empty until the flow reports.
+#[derive(Debug, Clone, Default)]
+pub struct RunProgress(Arc<Mutex<Option<Progress>>>);
+
+impl RunProgress {
+    /// Replaces the latest progress.
+    pub fn set(&self, progress: Progress) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(progress);
+    }
+
+    /// The latest progress, if the flow reported any.
+    pub fn get(&self) -> Option<Progress> {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -254,6 +299,24 @@ fn floor_char_boundary(text: &str, max: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_reported_by_a_flow_is_seen_by_whoever_watches_the_run() {
+        let watched = RunProgress::default();
+        let context =
+            RunContext::detached(FlowName::parse("copy").expect("a name")).with_progress(watched.clone());
+        assert_eq!(watched.get(), None, "nothing before the first report");
+        context.report_progress(1000, "rows");
+        context.report_progress(2000, "rows");
+        assert_eq!(
+            watched.get(),
+            Some(Progress {
+                done: 2000,
+                unit: "rows"
+            })
+        );
+        assert_eq!(context.progress().get(), watched.get());
+    }
 
     #[test]
     fn output_keeps_everything_below_the_bound() {

@@ -9,7 +9,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use thiserror::Error;
 use tracing::{Instrument, info_span, warn};
 
-use crate::context::{RunContext, RunOutput};
+use crate::context::{RunContext, RunOutput, RunProgress};
 use crate::duration::format_duration;
 use crate::flow::FlowError;
 use crate::lease_keeper::{Kept, LeaseKeeper};
@@ -326,6 +326,7 @@ pub struct FlowExecutor {
     shutdown: ShutdownSignal,
     stop_grace: StdDuration,
     observer: Arc<dyn RunObserver>,
+    progress: Option<RunProgress>,
 }
 
 impl fmt::Debug for FlowExecutor {
@@ -359,7 +360,15 @@ impl FlowExecutor {
             shutdown: ShutdownSignal::never(),
             stop_grace: DEFAULT_STOP_GRACE,
             observer: Arc::new(NoopObserver),
+            progress: None,
         }
+    }
+
+    /// Makes every run's flow report its progress ([`RunContext::report_progress`]) into `progress`, for a
+    /// caller that runs one flow at a time and shows how far it has come (`flowrun run` on a terminal).
+    pub fn with_progress(mut self, progress: RunProgress) -> Self {
+        self.progress = Some(progress);
+        self
     }
 
     /// Makes executions report to `observer` (metrics, notifications): each run's start, and its end once
@@ -651,6 +660,9 @@ impl<'a> Execution<'a> {
             run.trigger,
             self.data_flow.state.clone(),
         );
+        if let Some(progress) = &self.executor.progress {
+            context = context.with_progress(progress.clone());
+        }
         let observer = &self.executor.observer;
         notify("run_started", || observer.run_started(self.data_flow, &run));
         let result = self.run_flow(&mut context, &lease).await;

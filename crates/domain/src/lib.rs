@@ -25,7 +25,7 @@ pub mod text;
 pub mod trace;
 
 pub use apply::{ApplyError, ApplyField, ApplyPlan, ApplyReport, DesiredFlow, PlannedChange, Problem};
-pub use context::{Cancellation, MAX_OUTPUT_BYTES, RunContext, RunOutput};
+pub use context::{Cancellation, MAX_OUTPUT_BYTES, Progress, RunContext, RunOutput, RunProgress};
 pub use duration::{DurationError, MAX_DURATION_SECS, format_duration, parse_duration};
 pub use executor::{
     ClaimBatchError, ClaimedRun, ExecuteError, FlowExecutor, FlowFailure, FlowPanic, LeaseSettings,

@@ -678,3 +678,44 @@ async fn throughput() {
         }
     }
 }
+
+#[tokio::test]
+async fn awkward_values_reach_a_postgres_sink_through_copy_unchanged() {
+    if !configured(&[Kind::Postgres]) {
+        return;
+    }
+    let source = fresh_database(Kind::Postgres).await;
+    let sink = fresh_database(Kind::Postgres).await;
+    exec(
+        &source,
+        &[
+            "CREATE TABLE src (id BIGINT PRIMARY KEY, t TEXT, f DOUBLE PRECISION, n NUMERIC, d DATE, \
+             ts TIMESTAMP, tz TIMESTAMPTZ, b BYTEA, j JSONB)"
+                .to_owned(),
+            "INSERT INTO src VALUES \
+             (1, E'tab\\there\\nnew line\\r\\\\back\\\\slash', 'NaN', 0.00000000000000000001, '0044-03-15 BC', \
+              '0001-01-01 00:00:00.000001 BC', '2038-01-19 03:14:07.999999+00', '\\x5c4e0a09', \
+              '{\"a\": \"\\\\N\\t\", \"b\": [1.5, null]}'), \
+             (2, '\\N', '-Infinity', 1234567890123456789012.345678, '9999-12-31', '2024-02-29 23:59:59.999999', \
+              '1900-01-01 00:00:00+00', '', '\"\"'), \
+             (3, '', 1e-300, -0.5, NULL, NULL, NULL, NULL, NULL)"
+                .to_owned(),
+        ],
+    )
+    .await;
+    let query = "SELECT id, t, f, n, d, ts, tz, b, j FROM src";
+    run(&flow_to(&source, query, &sink), &mut None)
+        .await
+        .expect("copies");
+    let debug = |rows: Vec<Vec<Cell>>| format!("{rows:?}");
+    let (_, expected) = read_rows(&url(&source), &format!("{query} ORDER BY id"))
+        .await
+        .expect("reads the source");
+    let (_, actual) = read_rows(
+        &url(&sink),
+        "SELECT id, t, f, n, d, ts, tz, b, j FROM dst ORDER BY id",
+    )
+    .await
+    .expect("reads the sink");
+    assert_eq!(debug(actual), debug(expected));
+}

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use anyhow::anyhow;
 use flowrun_app::App;
 use flowrun_app::json::run_json;
-use flowrun_domain::{ExecuteError, FlowFailure, RunStatus};
+use flowrun_domain::{ExecuteError, FlowFailure, RunProgress, RunStatus};
 
 use crate::database::find_flow;
 use crate::exit::{Failure, Outcome};
@@ -50,9 +50,10 @@ pub(crate) async fn run_command(app: &App, name: &str, json: bool) -> Outcome {
         controller.abort();
         let _ = interrupted_tx.send(code);
     });
-    let spinner =
-        (!json && std::io::stderr().is_terminal()).then(|| output::Spinner::start(flow.name.to_string()));
-    let result = app.executor.execute(&flow).await;
+    let progress = RunProgress::default();
+    let spinner = (!json && std::io::stderr().is_terminal())
+        .then(|| output::Spinner::start(flow.name.to_string(), progress.clone()));
+    let result = app.executor.clone().with_progress(progress).execute(&flow).await;
     listener.abort();
     // A signal that came after the run ended changes nothing: report the run as it ended.
     let stopped = matches!(

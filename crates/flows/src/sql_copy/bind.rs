@@ -14,7 +14,7 @@ use super::cell::{Cell, ColumnType};
 pub(crate) type Q<'q, DB> = Query<'q, DB, <DB as Database>::Arguments>;
 
 /// PostgreSQL refuses NUL in text; it becomes U+FFFD, as flowrun does for error texts.
-fn without_nul(text: &str) -> Cow<'_, str> {
+pub(crate) fn without_nul(text: &str) -> Cow<'_, str> {
     if text.contains('\0') {
         Cow::Owned(text.replace('\0', "\u{FFFD}"))
     } else {
@@ -23,7 +23,7 @@ fn without_nul(text: &str) -> Cow<'_, str> {
 }
 
 /// JSON as text; for PostgreSQL, whose `jsonb` refuses `\u0000`, with NUL replaced by U+FFFD.
-fn json_text(value: &serde_json::Value, postgres: bool) -> String {
+pub(crate) fn json_text(value: &serde_json::Value, postgres: bool) -> String {
     let text = value.to_string();
     if postgres && text.contains("\\u0000") {
         text.replace("\\u0000", "\u{FFFD}")

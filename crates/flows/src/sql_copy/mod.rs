@@ -19,6 +19,7 @@ mod backend;
 mod bind;
 mod cell;
 mod conn;
+mod copy_text;
 mod error;
 mod read;
 mod settings;
@@ -103,6 +104,10 @@ impl SqlCopy {
     /// state.
     pub async fn copy(&self, context: &mut RunContext) -> Result<CopySummary, SqlCopyError> {
         let s = &self.settings;
+        let cancelled = |rows_written, batches| SqlCopyError::Cancelled {
+            rows_written,
+            batches,
+        };
         let mut source = Conn::connect(s.source.0, &s.source.1, "source").await?;
         let sink = Conn::connect(s.sink.0, &s.sink.1, "sink").await?;
         // Every column is mapped, and the sink checked, before any row is written.
@@ -117,39 +122,55 @@ impl SqlCopy {
             batches: 0,
             cursor: None,
         };
-        let cancelled = |summary: &CopySummary| SqlCopyError::Cancelled {
-            rows_written: summary.rows_written,
-            batches: summary.batches,
-        };
-        let mut rows = read::rows(&mut source, reading.sql, reading.parameter, &columns);
-        let mut batch: Vec<Vec<Cell>> = Vec::with_capacity(s.batch_size);
-        loop {
-            let next = tokio::select! {
-                biased;
-                () = context.cancelled() => return Err(cancelled(&summary)),
-                next = rows.next() => next,
-            };
-            let end = next.is_none();
-            if let Some(row) = next {
-                let row = row?;
-                if let Some(i) = reading.cursor
-                    && row[i] != Cell::Null
-                {
-                    summary.cursor = Some(row[i].clone());
+        // The next batch is read while the last one is written: one batch waits between them.
+        let (batches, mut to_write) = tokio::sync::mpsc::channel::<Vec<Vec<Cell>>>(1);
+        let shared = &*context;
+        let batch_size = s.batch_size;
+        let reader = async {
+            // Owned here, so the writer sees the end of the batches when the reader returns.
+            let batches = batches;
+            let mut rows = read::rows(&mut source, reading.sql, reading.parameter, &columns);
+            let mut batch: Vec<Vec<Cell>> = Vec::with_capacity(batch_size);
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    () = shared.cancelled() => return Err(cancelled(0, 0)),
+                    next = rows.next() => next,
+                };
+                let end = next.is_none();
+                if let Some(row) = next {
+                    batch.push(row?);
                 }
-                batch.push(row);
+                if batch.len() == batch_size || (end && !batch.is_empty()) {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
+                    if batches.send(full).await.is_err() {
+                        // The writer stopped; its error is the run's.
+                        return Ok(());
+                    }
+                }
+                if end {
+                    return Ok(());
+                }
             }
-            if batch.len() == s.batch_size || (end && !batch.is_empty()) {
+        };
+        let writer = async {
+            while let Some(batch) = to_write.recv().await {
                 // Stop between batches only: a batch being written finishes (or, if the executor drops the
                 // run, rolls back), so what was committed is always known and counted.
-                if context.is_cancelled() {
-                    return Err(cancelled(&summary));
+                if shared.is_cancelled() {
+                    return Err(cancelled(0, 0));
                 }
                 let written = sink.write(&batch).await?;
+                if let Some(i) = reading.cursor
+                    && let Some(cell) = batch.iter().rev().map(|row| &row[i]).find(|c| **c != Cell::Null)
+                {
+                    summary.cursor = Some(cell.clone());
+                }
                 summary.batches += 1;
                 summary.rows_read += batch.len() as u64;
                 summary.rows_written += written;
-                context.log(format!(
+                shared.report_progress(summary.rows_read, "rows");
+                shared.log(format!(
                     "batch {}: {} rows read, {} written, cursor {}",
                     summary.batches,
                     batch.len(),
@@ -159,13 +180,16 @@ impl SqlCopy {
                         .as_ref()
                         .map_or_else(|| "-".to_owned(), Cell::display)
                 ));
-                batch.clear();
             }
-            if end {
-                break;
-            }
-        }
-        drop(rows);
+            Ok(())
+        };
+        let (read, written) = tokio::join!(reader, writer);
+        let counted = |error| match error {
+            SqlCopyError::Cancelled { .. } => cancelled(summary.rows_written, summary.batches),
+            other => other,
+        };
+        read.map_err(counted)?;
+        written.map_err(counted)?;
         sink.finish().await?;
 
         let seconds = started.elapsed().as_secs_f64();

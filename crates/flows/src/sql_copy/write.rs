@@ -5,14 +5,18 @@ use std::collections::HashMap;
 use sqlx::{AssertSqlSafe, Connection};
 
 use super::backend::Backend;
-use super::bind::{bind_mysql, bind_pg, bind_sqlite};
+use super::bind::{bind_mysql, bind_sqlite};
 use super::cell::{Cell, Column};
 use super::conn::Conn;
+use super::copy_text;
 use super::error::{SqlCopyError, sql};
-use super::settings::{Checked, Mode, is_identifier};
+use super::settings::{Checked, Mode};
 
 /// The suffix of the table a `replace` run loads before swapping it in.
 pub const STAGING_SUFFIX: &str = "__flowrun_new";
+
+/// PostgreSQL: the temporary table each batch is copied into before it is merged into the target.
+const PG_BATCH_TABLE: &str = "flowrun__batch";
 
 /// Where rows go.
 pub(crate) struct Sink {
@@ -21,8 +25,8 @@ pub(crate) struct Sink {
     target: String,
     table: String,
     columns: Vec<Column>,
-    /// PostgreSQL only: the sink column's type, to cast each placeholder to.
-    casts: Vec<Option<String>>,
+    /// PostgreSQL only: how a batch is written (see [`PgStatements`]).
+    pg: PgStatements,
     key: Vec<usize>,
     mode: Mode,
     /// Whether the sink table existed before a `replace` run.
@@ -87,26 +91,42 @@ impl Sink {
         } else {
             conn.table_columns(&target).await?
         };
-        let mut casts = Vec::with_capacity(columns.len());
         for column in columns {
             let found = sink_columns.iter().find(|(name, _)| match backend {
                 Backend::Postgres => name == &column.name,
                 Backend::MySql | Backend::Sqlite => name.eq_ignore_ascii_case(&column.name),
             });
-            let Some((_, sink_type)) = found else {
+            if found.is_none() {
                 return Err(SqlCopyError::MissingColumn {
                     table: target,
                     column: column.name.clone(),
                 });
-            };
-            casts.push((backend == Backend::Postgres && is_identifier(sink_type)).then(|| sink_type.clone()));
+            }
+        }
+        let merged = settings.mode != Mode::Append && !settings.key.is_empty();
+        let pg = PgStatements::new(
+            backend,
+            &target,
+            columns,
+            merged.then_some(settings.key.as_slice()),
+        );
+        if backend == Backend::Postgres && merged {
+            // Typed as the target's columns, so COPY parses each value with the sink column's own type;
+            // emptied by every commit, so each batch starts from nothing.
+            let names = column_list(backend, columns);
+            conn.execute(&format!(
+                "CREATE TEMPORARY TABLE {} ON COMMIT DELETE ROWS AS SELECT {names} FROM {} WITH NO DATA",
+                backend.quote(PG_BATCH_TABLE),
+                backend.quote(&target)
+            ))
+            .await?;
         }
         Ok(Self {
             conn,
             target,
             table,
             columns: columns.to_vec(),
-            casts,
+            pg,
             key,
             mode: settings.mode,
             table_existed,
@@ -116,29 +136,43 @@ impl Sink {
 
     /// Writes rows in one transaction: all of them or, on an error or when the future is dropped, none.
     pub(crate) async fn write(&mut self, rows: &[Vec<Cell>]) -> Result<u64, SqlCopyError> {
-        let per_statement = (self.conn.backend().max_parameters() / self.columns.len().max(1)).max(1);
         let what = format!("cannot write into `{}`", self.target);
+        if let Conn::Postgres(c) = &mut self.conn {
+            let rows = without_repeated_keys(&self.key, self.mode, rows);
+            let mut data = Vec::with_capacity(rows.len() * 64);
+            let mut cells = Vec::with_capacity(self.columns.len());
+            for row in &rows {
+                cells.clear();
+                cells.extend(row.iter());
+                copy_text::push_row(&mut data, &cells);
+            }
+            let mut tx = c.begin().await.map_err(sql(what.clone()))?;
+            let mut copy = tx.copy_in_raw(&self.pg.copy).await.map_err(sql(what.clone()))?;
+            if let Err(error) = copy.send(data).await {
+                // The driver's error says why; a failed abort adds nothing to it.
+                let _ = copy.abort("flowrun: sending the batch failed").await;
+                return Err(sql(what)(error));
+            }
+            copy.finish().await.map_err(sql(what.clone()))?;
+            if let Some(merge) = &self.pg.merge {
+                sqlx::query(AssertSqlSafe(merge.clone()))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(sql(what.clone()))?;
+            }
+            tx.commit().await.map_err(sql(what))?;
+            return Ok(rows.len() as u64);
+        }
+        let per_statement = (self.conn.backend().max_parameters() / self.columns.len().max(1)).max(1);
         let mut statements = Vec::new();
         for chunk in rows.chunks(per_statement) {
-            let chunk = self.without_repeated_keys(chunk);
+            let chunk = without_repeated_keys(&self.key, self.mode, chunk);
             let text = self.statement(chunk.len());
             statements.push((text, chunk));
         }
         let written: u64 = statements.iter().map(|(_, c)| c.len() as u64).sum();
         match &mut self.conn {
-            Conn::Postgres(c) => {
-                let mut tx = c.begin().await.map_err(sql(what.clone()))?;
-                for (text, chunk) in statements {
-                    let mut q = sqlx::query(AssertSqlSafe(text));
-                    for row in chunk {
-                        for (cell, column) in row.iter().zip(&self.columns) {
-                            q = bind_pg(q, cell, column.ty);
-                        }
-                    }
-                    q.execute(&mut *tx).await.map_err(sql(what.clone()))?;
-                }
-                tx.commit().await.map_err(sql(what))?;
-            }
+            Conn::Postgres(_) => {}
             Conn::MySql(c) => {
                 let mut tx = c.begin().await.map_err(sql(what.clone()))?;
                 for (text, chunk) in statements {
@@ -212,32 +246,6 @@ impl Sink {
         }
     }
 
-    /// PostgreSQL refuses to update one row twice in a statement; the last of rows sharing a key wins, as
-    /// it would have row by row.
-    fn without_repeated_keys<'r>(&self, rows: &'r [Vec<Cell>]) -> Vec<&'r Vec<Cell>> {
-        if self.key.is_empty() || self.mode == Mode::Append {
-            return rows.iter().collect();
-        }
-        let mut kept: Vec<&Vec<Cell>> = Vec::with_capacity(rows.len());
-        let mut at: HashMap<String, usize> = HashMap::with_capacity(rows.len());
-        for row in rows {
-            let key: String = self
-                .key
-                .iter()
-                .map(|&k| row[k].key_text())
-                .collect::<Vec<_>>()
-                .join("\u{1}");
-            match at.get(&key) {
-                Some(&i) => kept[i] = row,
-                None => {
-                    at.insert(key, kept.len());
-                    kept.push(row);
-                }
-            }
-        }
-        kept
-    }
-
     /// The INSERT for `rows` rows, made once per row count so the driver reuses the prepared statement.
     fn statement(&mut self, rows: usize) -> String {
         if let Some(text) = self.statements.get(&rows) {
@@ -247,7 +255,6 @@ impl Sink {
             self.conn.backend(),
             &self.target,
             &self.columns,
-            &self.casts,
             if self.mode == Mode::Append { &[] } else { &self.key },
             rows,
         );
@@ -256,20 +263,81 @@ impl Sink {
     }
 }
 
+/// An upsert may not touch one row twice in a statement (PostgreSQL refuses it); the last of rows sharing
+/// a key wins, as it would have row by row. Appends keep every row.
+fn without_repeated_keys<'r>(key: &[usize], mode: Mode, rows: &'r [Vec<Cell>]) -> Vec<&'r Vec<Cell>> {
+    if key.is_empty() || mode == Mode::Append {
+        return rows.iter().collect();
+    }
+    let mut kept: Vec<&Vec<Cell>> = Vec::with_capacity(rows.len());
+    let mut at: HashMap<String, usize> = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let key: String = key
+            .iter()
+            .map(|&k| row[k].key_text())
+            .collect::<Vec<_>>()
+            .join("\u{1}");
+        match at.get(&key) {
+            Some(&i) => kept[i] = row,
+            None => {
+                at.insert(key, kept.len());
+                kept.push(row);
+            }
+        }
+    }
+    kept
+}
+
+/// How a batch reaches a PostgreSQL sink: `COPY … FROM STDIN` straight into the target (append, and
+/// replace without a key), or into a temporary table merged into the target with one
+/// `INSERT … SELECT … ON CONFLICT` (upsert, and replace with a key, so that a key repeated in the source
+/// behaves as on the other backends).
+struct PgStatements {
+    copy: String,
+    merge: Option<String>,
+}
+
+impl PgStatements {
+    fn new(backend: Backend, target: &str, columns: &[Column], key: Option<&[String]>) -> Self {
+        let names = column_list(backend, columns);
+        let Some(key) = key else {
+            return Self {
+                copy: format!("COPY {} ({names}) FROM STDIN", backend.quote(target)),
+                merge: None,
+            };
+        };
+        let key: Vec<usize> = key
+            .iter()
+            .filter_map(|k| columns.iter().position(|c| &c.name == k))
+            .collect();
+        let merge = format!(
+            "INSERT INTO {} ({names}) SELECT {names} FROM {}{}",
+            backend.quote(target),
+            backend.quote(PG_BATCH_TABLE),
+            upsert_clause(backend, columns, &key)
+        );
+        Self {
+            copy: format!("COPY {} ({names}) FROM STDIN", backend.quote(PG_BATCH_TABLE)),
+            merge: Some(merge),
+        }
+    }
+}
+
+/// The quoted column names, comma-separated.
+fn column_list(backend: Backend, columns: &[Column]) -> String {
+    columns
+        .iter()
+        .map(|c| backend.quote(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `INSERT INTO t (…) VALUES (…), …` with the upsert clause of the backend when `key` is not empty.
-fn insert(
-    backend: Backend,
-    table: &str,
-    columns: &[Column],
-    casts: &[Option<String>],
-    key: &[usize],
-    rows: usize,
-) -> String {
-    let names: Vec<String> = columns.iter().map(|c| backend.quote(&c.name)).collect();
+fn insert(backend: Backend, table: &str, columns: &[Column], key: &[usize], rows: usize) -> String {
     let mut text = format!(
         "INSERT INTO {} ({}) VALUES ",
         backend.quote(table),
-        names.join(", ")
+        column_list(backend, columns)
     );
     let mut n = 0;
     for row in 0..rows {
@@ -277,22 +345,25 @@ fn insert(
             text.push_str(", ");
         }
         text.push('(');
-        for (i, cast) in casts.iter().enumerate().take(columns.len()) {
+        for i in 0..columns.len() {
             n += 1;
             if i > 0 {
                 text.push_str(", ");
             }
             text.push_str(&backend.placeholder(n));
-            if let Some(cast) = cast {
-                text.push_str("::");
-                text.push_str(cast);
-            }
         }
         text.push(')');
     }
+    text.push_str(&upsert_clause(backend, columns, key));
+    text
+}
+
+/// ` ON CONFLICT (key) DO UPDATE …` / ` ON DUPLICATE KEY UPDATE …`, or nothing when `key` is empty.
+fn upsert_clause(backend: Backend, columns: &[Column], key: &[usize]) -> String {
     if key.is_empty() {
-        return text;
+        return String::new();
     }
+    let names: Vec<String> = columns.iter().map(|c| backend.quote(&c.name)).collect();
     let updated: Vec<&String> = names
         .iter()
         .enumerate()
@@ -302,13 +373,13 @@ fn insert(
     match backend {
         Backend::Postgres | Backend::Sqlite => {
             let key_names: Vec<&str> = key.iter().map(|&k| names[k].as_str()).collect();
-            text.push_str(&format!(" ON CONFLICT ({}) DO ", key_names.join(", ")));
-            if updated.is_empty() {
-                text.push_str("NOTHING");
+            let action = if updated.is_empty() {
+                "NOTHING".to_owned()
             } else {
                 let sets: Vec<String> = updated.iter().map(|n| format!("{n} = excluded.{n}")).collect();
-                text.push_str(&format!("UPDATE SET {}", sets.join(", ")));
-            }
+                format!("UPDATE SET {}", sets.join(", "))
+            };
+            format!(" ON CONFLICT ({}) DO {action}", key_names.join(", "))
         }
         Backend::MySql => {
             let sets: Vec<String> = if updated.is_empty() {
@@ -316,10 +387,9 @@ fn insert(
             } else {
                 updated.iter().map(|n| format!("{n} = VALUES({n})")).collect()
             };
-            text.push_str(&format!(" ON DUPLICATE KEY UPDATE {}", sets.join(", ")));
+            format!(" ON DUPLICATE KEY UPDATE {}", sets.join(", "))
         }
     }
-    text
 }
 
 /// `CREATE TABLE` with types mapped from the query's and a primary key on `key`.
@@ -357,20 +427,34 @@ mod tests {
 
     #[test]
     fn upserts_are_written_in_each_dialect() {
-        let casts = [Some("int8".to_owned()), Some("text".to_owned())];
         assert_eq!(
-            insert(Backend::Postgres, "t", &columns(), &casts, &[0], 2),
-            "INSERT INTO \"t\" (\"id\", \"name\") VALUES ($1::int8, $2::text), ($3::int8, $4::text) \
+            insert(Backend::Sqlite, "t", &columns(), &[0], 2),
+            "INSERT INTO \"t\" (\"id\", \"name\") VALUES (?, ?), (?, ?) \
              ON CONFLICT (\"id\") DO UPDATE SET \"name\" = excluded.\"name\""
         );
         assert_eq!(
-            insert(Backend::MySql, "t", &columns(), &[None, None], &[0], 1),
+            insert(Backend::MySql, "t", &columns(), &[0], 1),
             "INSERT INTO `t` (`id`, `name`) VALUES (?, ?) ON DUPLICATE KEY UPDATE `name` = VALUES(`name`)"
         );
         assert_eq!(
-            insert(Backend::Sqlite, "t", &columns(), &[None, None], &[], 1),
+            insert(Backend::Sqlite, "t", &columns(), &[], 1),
             "INSERT INTO \"t\" (\"id\", \"name\") VALUES (?, ?)"
         );
+        let upsert = PgStatements::new(Backend::Postgres, "t", &columns(), Some(&["id".to_owned()]));
+        assert_eq!(
+            upsert.copy,
+            "COPY \"flowrun__batch\" (\"id\", \"name\") FROM STDIN"
+        );
+        assert_eq!(
+            upsert.merge.as_deref(),
+            Some(
+                "INSERT INTO \"t\" (\"id\", \"name\") SELECT \"id\", \"name\" FROM \"flowrun__batch\" \
+                 ON CONFLICT (\"id\") DO UPDATE SET \"name\" = excluded.\"name\""
+            )
+        );
+        let append = PgStatements::new(Backend::Postgres, "t", &columns(), None);
+        assert_eq!(append.copy, "COPY \"t\" (\"id\", \"name\") FROM STDIN");
+        assert_eq!(append.merge, None);
         assert_eq!(
             create_table(Backend::MySql, "t", &columns(), &["name".to_owned()]),
             "CREATE TABLE `t` (`id` BIGINT, `name` VARCHAR(255), PRIMARY KEY (`name`))"
