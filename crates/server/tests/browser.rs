@@ -295,6 +295,27 @@ async fn pages_redirect_to_the_login_page_which_refuses_a_wrong_token() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_address_that_sends_too_many_wrong_tokens_is_refused_even_the_right_one() {
+    let dashboard = Dashboard::with_token().await;
+    let addr = dashboard.addr;
+    for attempt in 1..=10 {
+        let wrong = http(addr, "POST", "/ui/login", &[], "token=guess&next=%2Fui").await;
+        assert_eq!(wrong.status, 401, "attempt {attempt}");
+    }
+    let right = http(
+        addr,
+        "POST",
+        "/ui/login",
+        &[],
+        &format!("token={TOKEN}&next=%2Fui"),
+    )
+    .await;
+    assert_eq!(right.status, 429, "{}", right.body);
+    assert!(right.header("set-cookie").is_none(), "no session while refused");
+    assert!(right.body.contains("Too many wrong tokens"), "{}", right.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_post_without_the_right_csrf_token_is_refused_and_changes_nothing() {
     let dashboard = Dashboard::with_token().await;
     let addr = dashboard.addr;

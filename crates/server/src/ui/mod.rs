@@ -12,6 +12,7 @@
 
 mod chart;
 pub mod session;
+mod throttle;
 mod views;
 
 use std::net::SocketAddr;
@@ -66,6 +67,8 @@ struct Ui {
     key: SessionKey,
     /// The token the login page asks for; `None`: the dashboard is open.
     token: Option<String>,
+    /// Addresses that sent wrong tokens.
+    throttle: throttle::LoginThrottle,
 }
 
 /// The dashboard's routes. `token` is the UI token (`None`: open to whoever passes the allow-list).
@@ -87,6 +90,7 @@ pub(crate) fn router(app: Arc<App>, security: Arc<Security>, token: Option<Strin
         security,
         key,
         token,
+        throttle: throttle::LoginThrottle::default(),
     });
     Router::new()
         .route("/", get(|| async { Redirect::to(PREFIX) }))
@@ -289,11 +293,19 @@ async fn login(
         Err(_) => (String::new(), None),
     };
     let next = local_target(next.as_deref());
-    let source = ui
-        .security
-        .client_ip(peer.ip(), &headers)
-        .map_or_else(|| peer.ip().to_string(), |ip| ip.to_string());
+    let source_ip = ui.security.client_ip(peer.ip(), &headers).unwrap_or(peer.ip());
+    let source = source_ip.to_string();
+    if let Some(wait) = ui.throttle.refused_for(source_ip, std::time::Instant::now()) {
+        warn!(source_ip = %source, "dashboard login refused: too many wrong tokens from this address");
+        let minutes = wait.as_secs().div_ceil(60).max(1);
+        let message = format!(
+            "Too many wrong tokens from this address. Try again in {minutes} minute{}.",
+            if minutes == 1 { "" } else { "s" }
+        );
+        return (StatusCode::TOO_MANY_REQUESTS, views::login(next, Some(&message))).into_response();
+    }
     if !session::token_matches(token, &given) {
+        ui.throttle.failed(source_ip, std::time::Instant::now());
         warn!(source_ip = %source, "dashboard login refused: wrong token");
         return (
             StatusCode::UNAUTHORIZED,
@@ -311,6 +323,7 @@ async fn login(
             return views::problem(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
         }
     };
+    ui.throttle.succeeded(source_ip);
     info!(source_ip = %source, "dashboard login");
     let mut response = Redirect::to(next).into_response();
     response.headers_mut().append(
