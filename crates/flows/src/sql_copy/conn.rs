@@ -12,6 +12,7 @@ use sqlx::{
 use super::backend::Backend;
 use super::cell::{Column as QueryColumn, ColumnType};
 use super::error::{SqlCopyError, sql};
+use super::nodelay;
 use super::settings::is_identifier;
 
 /// A connection to one backend. Typed (not sqlx's `Any`) so that every type the driver knows is kept.
@@ -33,7 +34,13 @@ impl Conn {
     ) -> Result<Self, SqlCopyError> {
         let connect = |source| SqlCopyError::Connect { side, source };
         Ok(match backend {
-            Backend::Postgres => Self::Postgres(PgConnection::connect(url).await.map_err(connect)?),
+            Backend::Postgres => {
+                let mut conn = PgConnection::connect(url).await.map_err(connect)?;
+                if side == "sink" {
+                    nodelay::set_nodelay(&mut conn).await;
+                }
+                Self::Postgres(conn)
+            }
             Backend::MySql => Self::MySql(MySqlConnection::connect(url).await.map_err(connect)?),
             Backend::Sqlite => {
                 let options = SqliteConnectOptions::from_str(url)

@@ -21,6 +21,8 @@ mod cell;
 mod conn;
 mod copy_text;
 mod error;
+mod nodelay;
+mod pg_text;
 mod read;
 mod settings;
 mod write;
@@ -68,7 +70,7 @@ impl Flow for SqlCopy {
 }
 
 /// What one run did.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CopySummary {
     /// Rows read from the source.
     pub rows_read: u64,
@@ -78,6 +80,40 @@ pub struct CopySummary {
     pub batches: u64,
     /// The highest cursor value copied, if a cursor is set and a row had one.
     pub cursor: Option<Cell>,
+}
+
+impl CopySummary {
+    /// Counts a committed batch and reports it: progress, and a line of the run's output.
+    fn committed(&mut self, rows: usize, written: u64, cursor: Option<&str>, context: &RunContext) {
+        self.batches += 1;
+        self.rows_read += rows as u64;
+        self.rows_written += written;
+        context.report_progress(self.rows_read, "rows");
+        context.log(format!(
+            "batch {}: {rows} rows read, {written} written, cursor {}",
+            self.batches,
+            cursor.unwrap_or("-")
+        ));
+    }
+
+    /// A stop counts what was committed before it.
+    fn counted(&self, error: SqlCopyError) -> SqlCopyError {
+        match error {
+            SqlCopyError::Cancelled { .. } => SqlCopyError::Cancelled {
+                rows_written: self.rows_written,
+                batches: self.batches,
+            },
+            other => other,
+        }
+    }
+}
+
+/// A stop when asked to; [`CopySummary::counted`] fills in what was committed.
+fn cancelled() -> SqlCopyError {
+    SqlCopyError::Cancelled {
+        rows_written: 0,
+        batches: 0,
+    }
 }
 
 /// Reads every row of `query` at `url` with SqlCopy's own reader and type mapping (what a copy would
@@ -104,92 +140,21 @@ impl SqlCopy {
     /// state.
     pub async fn copy(&self, context: &mut RunContext) -> Result<CopySummary, SqlCopyError> {
         let s = &self.settings;
-        let cancelled = |rows_written, batches| SqlCopyError::Cancelled {
-            rows_written,
-            batches,
-        };
         let mut source = Conn::connect(s.source.0, &s.source.1, "source").await?;
         let sink = Conn::connect(s.sink.0, &s.sink.1, "sink").await?;
         // Every column is mapped, and the sink checked, before any row is written.
         let columns = source.describe(&s.query).await?;
-        let reading = self.reading(&columns, context)?;
+        let text = s.source.0 == Backend::Postgres && s.sink.0 == Backend::Postgres;
+        let reading = self.reading(&columns, context, text)?;
         let mut sink = Sink::open(sink, s, &columns).await?;
 
         let started = Instant::now();
-        let mut summary = CopySummary {
-            rows_read: 0,
-            rows_written: 0,
-            batches: 0,
-            cursor: None,
-        };
-        // The next batch is read while the last one is written: one batch waits between them.
-        let (batches, mut to_write) = tokio::sync::mpsc::channel::<Vec<Vec<Cell>>>(1);
-        let shared = &*context;
-        let batch_size = s.batch_size;
-        let reader = async {
-            // Owned here, so the writer sees the end of the batches when the reader returns.
-            let batches = batches;
-            let mut rows = read::rows(&mut source, reading.sql, reading.parameter, &columns);
-            let mut batch: Vec<Vec<Cell>> = Vec::with_capacity(batch_size);
-            loop {
-                let next = tokio::select! {
-                    biased;
-                    () = shared.cancelled() => return Err(cancelled(0, 0)),
-                    next = rows.next() => next,
-                };
-                let end = next.is_none();
-                if let Some(row) = next {
-                    batch.push(row?);
-                }
-                if batch.len() == batch_size || (end && !batch.is_empty()) {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
-                    if batches.send(full).await.is_err() {
-                        // The writer stopped; its error is the run's.
-                        return Ok(());
-                    }
-                }
-                if end {
-                    return Ok(());
-                }
+        let summary = match &mut source {
+            Conn::Postgres(pg) if text => {
+                Self::copy_text(pg, &mut sink, reading, &columns, s.batch_size, context).await?
             }
+            _ => Self::copy_cells(&mut source, &mut sink, reading, &columns, s.batch_size, context).await?,
         };
-        let writer = async {
-            while let Some(batch) = to_write.recv().await {
-                // Stop between batches only: a batch being written finishes (or, if the executor drops the
-                // run, rolls back), so what was committed is always known and counted.
-                if shared.is_cancelled() {
-                    return Err(cancelled(0, 0));
-                }
-                let written = sink.write(&batch).await?;
-                if let Some(i) = reading.cursor
-                    && let Some(cell) = batch.iter().rev().map(|row| &row[i]).find(|c| **c != Cell::Null)
-                {
-                    summary.cursor = Some(cell.clone());
-                }
-                summary.batches += 1;
-                summary.rows_read += batch.len() as u64;
-                summary.rows_written += written;
-                shared.report_progress(summary.rows_read, "rows");
-                shared.log(format!(
-                    "batch {}: {} rows read, {} written, cursor {}",
-                    summary.batches,
-                    batch.len(),
-                    written,
-                    summary
-                        .cursor
-                        .as_ref()
-                        .map_or_else(|| "-".to_owned(), Cell::display)
-                ));
-            }
-            Ok(())
-        };
-        let (read, written) = tokio::join!(reader, writer);
-        let counted = |error| match error {
-            SqlCopyError::Cancelled { .. } => cancelled(summary.rows_written, summary.batches),
-            other => other,
-        };
-        read.map_err(counted)?;
-        written.map_err(counted)?;
         sink.finish().await?;
 
         let seconds = started.elapsed().as_secs_f64();
@@ -214,8 +179,141 @@ impl SqlCopy {
         Ok(summary)
     }
 
+    /// Copies decoded rows: the source's rows are read as cells and written by the sink in batches. The
+    /// next batch is read while the last one is written: one batch waits between them.
+    async fn copy_cells(
+        source: &mut Conn,
+        sink: &mut Sink,
+        reading: Reading,
+        columns: &[Column],
+        batch_size: usize,
+        context: &RunContext,
+    ) -> Result<CopySummary, SqlCopyError> {
+        let mut summary = CopySummary::default();
+        let (batches, mut to_write) = tokio::sync::mpsc::channel::<Vec<Vec<Cell>>>(1);
+        let reader = async {
+            // Owned here, so the writer sees the end of the batches when the reader returns.
+            let batches = batches;
+            let mut rows = read::rows(source, reading.sql, reading.parameter, columns);
+            let mut batch: Vec<Vec<Cell>> = Vec::with_capacity(batch_size);
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    () = context.cancelled() => return Err(cancelled()),
+                    next = rows.next() => next,
+                };
+                let end = next.is_none();
+                if let Some(row) = next {
+                    batch.push(row?);
+                }
+                if batch.len() == batch_size || (end && !batch.is_empty()) {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
+                    if batches.send(full).await.is_err() {
+                        // The writer stopped; its error is the run's.
+                        return Ok(());
+                    }
+                }
+                if end {
+                    return Ok(());
+                }
+            }
+        };
+        let writer = async {
+            while let Some(batch) = to_write.recv().await {
+                // Stop between batches only: a batch being written finishes (or, if the executor drops the
+                // run, rolls back), so what was committed is always known and counted.
+                if context.is_cancelled() {
+                    return Err(cancelled());
+                }
+                let written = sink.write(&batch).await?;
+                if let Some(i) = reading.cursor
+                    && let Some(cell) = batch.iter().rev().map(|row| &row[i]).find(|c| **c != Cell::Null)
+                {
+                    summary.cursor = Some(cell.clone());
+                }
+                let shown = summary.cursor.as_ref().map(Cell::display);
+                summary.committed(batch.len(), written, shown.as_deref(), context);
+            }
+            Ok(())
+        };
+        let (read, written) = tokio::join!(reader, writer);
+        read.and(written).map_err(|error| summary.counted(error))?;
+        Ok(summary)
+    }
+
+    /// Copies PostgreSQL to PostgreSQL as COPY text, never decoded (see [`pg_text`]); batches overlap
+    /// as in [`Self::copy_cells`].
+    async fn copy_text(
+        source: &mut sqlx::PgConnection,
+        sink: &mut Sink,
+        reading: Reading,
+        columns: &[Column],
+        batch_size: usize,
+        context: &RunContext,
+    ) -> Result<CopySummary, SqlCopyError> {
+        let cursor_column = reading.cursor.map(|i| &columns[i]);
+        let stored = reading.parameter.as_ref().zip(cursor_column.map(|c| c.ty));
+        pg_text::prepare_source(source, stored).await?;
+        let mut summary = CopySummary::default();
+        let mut cursor_text: Option<String> = None;
+        let (batches, mut to_write) = tokio::sync::mpsc::channel::<pg_text::TextBatch>(1);
+        let reader = async {
+            let batches = batches;
+            let statement = format!("COPY ({}) TO STDOUT", reading.sql);
+            let mut chunks = source
+                .copy_out_raw(&statement)
+                .await
+                .map_err(error::sql("cannot read the source"))?;
+            let mut batcher = pg_text::Batcher::new(batch_size, reading.cursor);
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    () = context.cancelled() => return Err(cancelled()),
+                    next = chunks.next() => next,
+                };
+                let (full, end) = match next {
+                    Some(chunk) => {
+                        let chunk = chunk.map_err(error::sql("cannot read the source"))?;
+                        (batcher.push(&chunk), false)
+                    }
+                    None => (batcher.finish(), true),
+                };
+                if let Some(batch) = full
+                    && batches.send(batch).await.is_err()
+                {
+                    return Ok(());
+                }
+                if end {
+                    return Ok(());
+                }
+            }
+        };
+        let writer = async {
+            while let Some(batch) = to_write.recv().await {
+                if context.is_cancelled() {
+                    return Err(cancelled());
+                }
+                let written = sink.write_text(&batch.data).await?;
+                if batch.cursor.is_some() {
+                    cursor_text = batch.cursor;
+                }
+                summary.committed(batch.rows, written, cursor_text.as_deref(), context);
+            }
+            Ok(())
+        };
+        let (read, written) = tokio::join!(reader, writer);
+        read.and(written).map_err(|error| summary.counted(error))?;
+        if let (Some(text), Some(column)) = (&cursor_text, cursor_column) {
+            summary.cursor = Some(pg_text::cursor_cell(source, text, column).await?);
+        }
+        Ok(summary)
+    }
+
     /// The statement that reads the source: the query as it is, or wrapped to start at the stored cursor.
-    fn reading(&self, columns: &[Column], context: &RunContext) -> Result<Reading, SqlCopyError> {
+    ///
+    /// `text`: the source is read by `COPY`, which takes no parameters, so the stored cursor is read from
+    /// the session (see [`pg_text`]).
+    fn reading(&self, columns: &[Column], context: &RunContext, text: bool) -> Result<Reading, SqlCopyError> {
         let s = &self.settings;
         let Some(name) = &s.cursor else {
             return Ok(Reading {
@@ -261,6 +359,7 @@ impl SqlCopy {
             None => format!("SELECT * FROM ({}) AS q ORDER BY {}", s.query, q(name)),
             Some(_) => {
                 let placeholder = match (backend, column.ty) {
+                    (Backend::Postgres, ty) if text => pg_text::cursor_placeholder(ty),
                     (Backend::Postgres, ty) => format!("$1::{}", backend.column_type(ty, true)),
                     (Backend::MySql, ColumnType::Decimal) => "CAST(? AS DECIMAL(65,30))".to_owned(),
                     _ => "?".to_owned(),

@@ -89,6 +89,12 @@ fn decode<R>(
         .collect()
 }
 
+/// The first value of a PostgreSQL row as a cell of `column`'s type.
+pub(crate) fn pg_value(row: &PgRow, column: &Column) -> Result<Cell, SqlCopyError> {
+    let mut cells = decode(row, std::slice::from_ref(column), pg_cell)?;
+    Ok(cells.pop().unwrap_or(Cell::Null))
+}
+
 fn text<E: std::fmt::Display>(error: E) -> String {
     error.to_string()
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use sqlx::{AssertSqlSafe, Connection};
+use sqlx::{AssertSqlSafe, Connection, Executor};
 
 use super::backend::Backend;
 use super::bind::{bind_mysql, bind_sqlite};
@@ -10,6 +10,7 @@ use super::cell::{Cell, Column};
 use super::conn::Conn;
 use super::copy_text;
 use super::error::{SqlCopyError, sql};
+use super::pg_text;
 use super::settings::{Checked, Mode};
 
 /// The suffix of the table a `replace` run loads before swapping it in.
@@ -17,6 +18,13 @@ pub const STAGING_SUFFIX: &str = "__flowrun_new";
 
 /// PostgreSQL: the temporary table each batch is copied into before it is merged into the target.
 const PG_BATCH_TABLE: &str = "flowrun__batch";
+
+/// PostgreSQL: the temporary table a batch of COPY text that repeats a key is loaded into again, with
+/// each row's place, so that the last of the rows sharing a key wins.
+const PG_ORDERED_TABLE: &str = "flowrun__batch_ordered";
+
+/// The column of [`PG_ORDERED_TABLE`] that numbers the rows in the order they came.
+const PG_ORDER_COLUMN: &str = "flowrun__row";
 
 /// Where rows go.
 pub(crate) struct Sink {
@@ -32,6 +40,11 @@ pub(crate) struct Sink {
     /// Whether the sink table existed before a `replace` run.
     table_existed: bool,
     statements: HashMap<usize, String>,
+    /// Whether [`PG_ORDERED_TABLE`] exists in the sink session.
+    ordered_table: bool,
+    /// PostgreSQL upserts: `COPY` straight into the target, while it may still be used (see
+    /// [`Sink::pg_load`]).
+    direct: Option<String>,
 }
 
 impl Sink {
@@ -110,6 +123,14 @@ impl Sink {
             columns,
             merged.then_some(settings.key.as_slice()),
         );
+        // A table this run created holds only what the run loaded, and has its primary key on `key`.
+        let direct = (backend == Backend::Postgres && merged && !table_existed).then(|| {
+            format!(
+                "COPY {} ({}) FROM STDIN",
+                backend.quote(&target),
+                column_list(backend, columns)
+            )
+        });
         if backend == Backend::Postgres && merged {
             // Typed as the target's columns, so COPY parses each value with the sink column's own type;
             // emptied by every commit, so each batch starts from nothing.
@@ -131,13 +152,15 @@ impl Sink {
             mode: settings.mode,
             table_existed,
             statements: HashMap::new(),
+            ordered_table: false,
+            direct,
         })
     }
 
     /// Writes rows in one transaction: all of them or, on an error or when the future is dropped, none.
     pub(crate) async fn write(&mut self, rows: &[Vec<Cell>]) -> Result<u64, SqlCopyError> {
         let what = format!("cannot write into `{}`", self.target);
-        if let Conn::Postgres(c) = &mut self.conn {
+        if let Conn::Postgres(_) = &self.conn {
             let rows = without_repeated_keys(&self.key, self.mode, rows);
             let mut data = Vec::with_capacity(rows.len() * 64);
             let mut cells = Vec::with_capacity(self.columns.len());
@@ -146,22 +169,9 @@ impl Sink {
                 cells.extend(row.iter());
                 copy_text::push_row(&mut data, &cells);
             }
-            let mut tx = c.begin().await.map_err(sql(what.clone()))?;
-            let mut copy = tx.copy_in_raw(&self.pg.copy).await.map_err(sql(what.clone()))?;
-            if let Err(error) = copy.send(data).await {
-                // The driver's error says why; a failed abort adds nothing to it.
-                let _ = copy.abort("flowrun: sending the batch failed").await;
-                return Err(sql(what)(error));
-            }
-            copy.finish().await.map_err(sql(what.clone()))?;
-            if let Some(merge) = &self.pg.merge {
-                sqlx::query(AssertSqlSafe(merge.clone()))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(sql(what.clone()))?;
-            }
-            tx.commit().await.map_err(sql(what))?;
-            return Ok(rows.len() as u64);
+            let rows = rows.len() as u64;
+            self.pg_load(&data).await?;
+            return Ok(rows);
         }
         let per_statement = (self.conn.backend().max_parameters() / self.columns.len().max(1)).max(1);
         let mut statements = Vec::new();
@@ -201,6 +211,74 @@ impl Sink {
             }
         }
         Ok(written)
+    }
+
+    /// Writes rows of PostgreSQL COPY text (from a PostgreSQL source, see
+    /// [`pg_text`](super::pg_text)) into a PostgreSQL sink in one transaction, like [`Self::write`].
+    pub(crate) async fn write_text(&mut self, data: &[u8]) -> Result<u64, SqlCopyError> {
+        self.pg_load(data).await
+    }
+
+    /// Loads a batch of COPY text into a PostgreSQL sink in one transaction; the rows written.
+    ///
+    /// An upsert copies the batch into a temporary table and merges it into the target. Two shortcuts
+    /// keep that exact:
+    /// - Into a table this run created, the batch is first copied straight into the target: a row that
+    ///   conflicts (a key seen before) fails the whole batch with a unique violation, which rolls it
+    ///   back, and from then on every batch is merged. Until then the upsert would have inserted every
+    ///   row, which is what the plain copy did.
+    /// - Rows not decoded by the flow are not sifted for repeated keys beforehand; a batch that repeats
+    ///   one fails the merge, and is loaded again with each row's place so that the last one wins.
+    async fn pg_load(&mut self, data: &[u8]) -> Result<u64, SqlCopyError> {
+        let what = format!("cannot write into `{}`", self.target);
+        let Conn::Postgres(c) = &mut self.conn else {
+            return Err(SqlCopyError::Settings(format!(
+                "{what}: COPY text goes to a PostgreSQL sink only"
+            )));
+        };
+        if let Some(copy) = &self.direct {
+            match copy_and_merge(c, copy, None, data).await {
+                Err(error) if pg_text::is_unique_violation(&error) => self.direct = None,
+                other => return other.map_err(sql(what)),
+            }
+        }
+        match copy_and_merge(c, &self.pg.copy, self.pg.merge.as_deref(), data).await {
+            Err(error) if pg_text::repeats_a_key(&error) => {}
+            other => return other.map_err(sql(what)),
+        }
+        let names = column_list(Backend::Postgres, &self.columns);
+        let quote = |name| Backend::Postgres.quote(name);
+        if !self.ordered_table {
+            let create = format!(
+                "CREATE TEMPORARY TABLE {ordered} ON COMMIT DELETE ROWS AS SELECT {names} FROM {batch} \
+                 WITH NO DATA; ALTER TABLE {ordered} ADD COLUMN {row} BIGINT GENERATED ALWAYS AS IDENTITY",
+                ordered = quote(PG_ORDERED_TABLE),
+                batch = quote(PG_BATCH_TABLE),
+                row = quote(PG_ORDER_COLUMN),
+            );
+            c.execute(AssertSqlSafe(create))
+                .await
+                .map_err(sql(what.clone()))?;
+            self.ordered_table = true;
+        }
+        let keys = self
+            .key
+            .iter()
+            .map(|&k| quote(&self.columns[k].name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let copy = format!("COPY {} ({names}) FROM STDIN", quote(PG_ORDERED_TABLE));
+        let merge = format!(
+            "INSERT INTO {} ({names}) SELECT {names} FROM (SELECT DISTINCT ON ({keys}) {names} FROM {} \
+             ORDER BY {keys}, {} DESC) AS last{}",
+            quote(&self.target),
+            quote(PG_ORDERED_TABLE),
+            quote(PG_ORDER_COLUMN),
+            upsert_clause(Backend::Postgres, &self.columns, &self.key),
+        );
+        copy_and_merge(c, &copy, Some(&merge), data)
+            .await
+            .map_err(sql(what))
     }
 
     /// In `replace` mode, puts the loaded table in the sink table's place (in one transaction where the
@@ -261,6 +339,31 @@ impl Sink {
         self.statements.insert(rows, text.clone());
         text
     }
+}
+
+/// One transaction: `data` (COPY text) through `copy`, then `merge` when given; the rows written.
+async fn copy_and_merge(
+    c: &mut sqlx::PgConnection,
+    copy: &str,
+    merge: Option<&str>,
+    data: &[u8],
+) -> Result<u64, sqlx::Error> {
+    let mut tx = c.begin().await?;
+    let mut writer = tx.copy_in_raw(copy).await?;
+    if let Err(error) = writer.send(data).await {
+        // The driver's error says why; a failed abort adds nothing to it.
+        let _ = writer.abort("flowrun: sending the batch failed").await;
+        return Err(error);
+    }
+    let mut written = writer.finish().await?;
+    if let Some(merge) = merge {
+        written = sqlx::query(AssertSqlSafe(merge.to_owned()))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    }
+    tx.commit().await?;
+    Ok(written)
 }
 
 /// An upsert may not touch one row twice in a statement (PostgreSQL refuses it); the last of rows sharing
