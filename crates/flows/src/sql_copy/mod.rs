@@ -7,6 +7,9 @@
 //! skipped; the upsert makes copying them again harmless) and saves the new highest in the flow's state,
 //! which flowrun stores with the run's success only.
 //!
+//! Rows are decoded into [`Cell`]s and written in the sink's dialect, except between two PostgreSQL
+//! databases, where the source's COPY text is passed to the sink's `COPY` as it is (`pg_text.rs`).
+//!
 //! ```json
 //! {"class_name": "SqlCopy",
 //!  "source": "postgres://app:${env:PGPASSWORD}@db/app",
