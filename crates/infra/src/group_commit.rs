@@ -5,15 +5,17 @@
 //! and each call used to be its own implicit transaction. With many short runs the server spent its time
 //! flushing the WAL for each commit (`LWLock:WALWrite` was the commonest wait; see `docs/performance.md`).
 //!
-//! [`GroupCommit`] hands every finish to one committer task through a channel. The task writes whatever is
-//! queued as soon as it is free: a lone finish goes at once, alone, with the single call (no timer ever
-//! holds a finish back); finishes that arrived while a batch was being written go together in the next
-//! batch (at most [`MAX_BATCH`]), as one `SELECT … flowrun_finish_run(…) FROM unnest(…)`. Every run is
-//! still guarded by the function, which answers per run whether the run was still in progress.
+//! [`GroupCommit`] hands every finish to one committer task through a channel. The task takes whatever is
+//! queued as one batch as soon as a writer is free (at most [`MAX_IN_FLIGHT`] batches are written at
+//! once): a lone finish on a quiet system goes at once, alone, with the single call (no timer ever holds a
+//! finish back); finishes that arrived while the writers were busy go together in the next batch (at most
+//! [`MAX_BATCH`]), as one `SELECT … flowrun_finish_run(…) FROM unnest(…)`. Every run is still guarded by
+//! the function, which answers per run whether the run was still in progress.
 //!
-//! The task owns the queue, so a finish is written once queued even if its caller stops waiting. If a
-//! batch's statement fails, nothing of it was written, and each of its finishes is written again alone,
-//! so one bad row cannot fail the others and each caller gets its own answer.
+//! The committer task owns the queue and each batch is written by a task that owns it, so a finish is
+//! written once queued even if its caller stops waiting. If a batch's statement fails, nothing of it was
+//! written, and each of its finishes is written again alone, so one bad row cannot fail the others and
+//! each caller gets its own answer.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,7 +24,7 @@ use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use sea_orm::sqlx::{self, Row};
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, RuntimeErr, Statement, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::debug;
 
 use crate::mapping::repository_error;
@@ -31,6 +33,12 @@ use flowrun_domain::RepositoryError;
 /// The most finishes one statement writes. It bounds how long a batch runs (a few milliseconds on the
 /// benchmark VM at this size), and so how long a finish that arrives meanwhile waits for its turn.
 pub const MAX_BATCH: usize = 256;
+
+/// How many batches are written at once. With one, the next batch waits idle for the whole of the last
+/// one — its function calls on one server backend, then its WAL flush; with two, one batch's calls run
+/// while the other's commit is flushed. More only makes batches smaller (on the benchmark VM, 1, 2 and 4
+/// measured alike within the noise of a loaded machine; see `docs/performance.md`).
+pub const MAX_IN_FLIGHT: usize = 2;
 
 /// The batch statement: each row of the parameter arrays is one finish, passed to `flowrun_finish_run`
 /// exactly as the single call passes it. Rows are sent sorted by flow id and evaluated in that order
@@ -195,13 +203,16 @@ fn committer_gone() -> RepositoryError {
     RepositoryError::Unavailable("the group commit task ended before the finish was answered".into())
 }
 
-/// The committer task: writes everything queued, one batch at a time, until every sender is gone.
+/// The committer task: takes everything queued as one batch whenever fewer than [`MAX_IN_FLIGHT`] batches
+/// are being written, until every sender is gone. Each batch is written on a task of its own, which owns it:
+/// it is written to the end whoever still waits for it.
 async fn commit(
     mut queue: mpsc::UnboundedReceiver<Vec<Queued>>,
     pool: DatabaseConnection,
     single: Arc<str>,
     grouped: Arc<AtomicU64>,
 ) {
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut next: Option<Vec<Queued>> = None;
     loop {
         let mut batch = match next.take() {
@@ -211,8 +222,12 @@ async fn commit(
                 None => return,
             },
         };
-        // Everything that arrived while the last batch was written joins this one, up to the cap; a
-        // group that would overflow it waits for the next batch whole.
+        // Wait for a free writer only now, so what arrives meanwhile joins this batch.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        // Everything that arrived while the writers were busy joins this batch, up to the cap; a group
+        // that would overflow it waits for the next batch whole.
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
                 Ok(group) if batch.len() + group.len() <= MAX_BATCH => batch.extend(group),
@@ -226,7 +241,11 @@ async fn commit(
         if batch.len() > 1 {
             grouped.fetch_add(batch.len() as u64, Ordering::Relaxed);
         }
-        write(&pool, &single, batch).await;
+        let (pool, single) = (pool.clone(), single.clone());
+        tokio::spawn(async move {
+            write(&pool, &single, batch).await;
+            drop(permit);
+        });
     }
 }
 
