@@ -27,6 +27,9 @@ struct Harness {
     name: &'static str,
     flows: Arc<dyn DataFlowRepository>,
     runs: Arc<dyn RunRepository>,
+    /// SQL backends: the same run repository as its own type (a clone shares its group commit), for the
+    /// hooks only it has.
+    sea_runs: Option<SeaOrmRunRepository>,
     store: Store,
 }
 
@@ -59,15 +62,18 @@ impl Harness {
                 name: kind.name(),
                 flows: store.flows(),
                 runs: store.runs(),
+                sea_runs: None,
                 store: Store::Memory(store),
             };
         }
         let db = fresh_database(kind).await;
         let store = open_sql(&db).await;
+        let runs = SeaOrmRunRepository::with_writer(store.run_writer().clone());
         Self {
             name: kind.name(),
             flows: Arc::new(store.flows()),
-            runs: Arc::new(SeaOrmRunRepository::with_writer(store.run_writer().clone())),
+            runs: Arc::new(runs.clone()),
+            sea_runs: Some(runs),
             store: Store::Sql(Sql { kind, db, store }),
         }
     }
@@ -1821,6 +1827,276 @@ async fn a_step_the_database_refuses_halfway_changes_nothing() {
         assert_eq!(stored.run.ended_at, Some(t(30)), "{k}");
         let again = h.runs.start_run(start(&flow, t(40))).await;
         assert!(again.is_ok(), "{k}: the flow was released: {again:?}");
+    })
+    .await;
+}
+
+/// The outcome the group-commit tests give run `i`: successes with and without output and state, failures
+/// with and without a pending retry, so every column a finish writes is exercised.
+fn varied_outcome(i: usize, at: DateTime<Utc>) -> RunOutcome {
+    use flowrun_domain::PendingRetry;
+    match i % 4 {
+        0 => RunOutcome::success(at),
+        1 => RunOutcome::success(at)
+            .with_output(format!("out {i}\n'; DROP TABLE data_flows; --"))
+            .with_state(Some(json!({"cursor": i}))),
+        2 => RunOutcome::failure(at, format!("boom {i}"), format!("trace {i}")),
+        _ => RunOutcome::failure(at, format!("boom {i}"), "trace".into()).retried(Some(PendingRetry {
+            at: at + Duration::seconds(60),
+            attempt: 2,
+        })),
+    }
+}
+
+/// What a finish recorded on the run and its flow, without the ids and names that differ between flows.
+async fn recorded_end(h: &Harness, run: RunId, flow: DataFlowId) -> String {
+    let run = stored_run(h, run).await;
+    let flow = h.flows.find_by_id(flow).await.expect("query").expect("found");
+    format!(
+        "{:?} {:?} {:?} {:?} {:?} {:?} | {:?} {:?} {:?} {:?}",
+        run.status,
+        run.ended_at,
+        run.error_message,
+        run.error_backtrace,
+        run.failure_kind,
+        run.output,
+        flow.last_run_at,
+        flow.last_run_status,
+        flow.pending_retry,
+        flow.state,
+    )
+}
+
+/// Starts one run on each of `n` new flows named `{prefix}-{i}`.
+async fn started_runs(h: &Harness, prefix: &str, n: usize) -> Vec<(DataFlow, DataFlowRun)> {
+    let mut started = Vec::with_capacity(n);
+    for i in 0..n {
+        let flow = create(h, &format!("{prefix}-{i}"), json!("Noop")).await;
+        let run = h.runs.start_run(start(&flow, t(10))).await.expect("started");
+        started.push((flow, run));
+    }
+    started
+}
+
+/// Many finishes at once (200 runs finished from 200 tasks) are each recorded exactly as the same finish
+/// alone records it. On PostgreSQL concurrent finishes are written in batches (group commit): the test
+/// checks that some were, and that batching changed nothing a finish records.
+#[tokio::test]
+async fn many_concurrent_finishes_are_each_recorded_as_a_single_finish_would_be() {
+    const N: usize = 200;
+    each_backend(async |h, k| {
+        let alone = started_runs(h, "alone", N).await;
+        for (i, (flow, run)) in alone.iter().enumerate() {
+            h.runs
+                .finish_run(run.id, flow.id, varied_outcome(i, t(20 + i as i64)))
+                .await
+                .unwrap_or_else(|e| panic!("{k}: {e}"));
+        }
+        let together = started_runs(h, "together", N).await;
+        let grouped_before = h
+            .sea_runs
+            .as_ref()
+            .map_or(0, SeaOrmRunRepository::grouped_finishes);
+        let barrier = Arc::new(tokio::sync::Barrier::new(N));
+        let tasks: Vec<_> = together
+            .iter()
+            .enumerate()
+            .map(|(i, (flow, run))| {
+                let (runs, barrier) = (h.runs.clone(), barrier.clone());
+                let (run_id, flow_id) = (run.id, flow.id);
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    runs.finish_run(run_id, flow_id, varied_outcome(i, t(20 + i as i64)))
+                        .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await
+                .expect("the task ran")
+                .unwrap_or_else(|e| panic!("{k}: {e}"));
+        }
+        for (i, ((a_flow, a_run), (b_flow, b_run))) in alone.iter().zip(&together).enumerate() {
+            assert_eq!(
+                recorded_end(h, b_run.id, b_flow.id).await,
+                recorded_end(h, a_run.id, a_flow.id).await,
+                "{k}: run {i} finished together with others is recorded as alone"
+            );
+            let again = h.runs.start_run(start(b_flow, t(1000))).await;
+            assert!(again.is_ok(), "{k}: run {i}'s flow was released: {again:?}");
+        }
+        if k == "postgres" {
+            let grouped = h
+                .sea_runs
+                .as_ref()
+                .map_or(0, SeaOrmRunRepository::grouped_finishes);
+            assert!(grouped > grouped_before, "{k}: no finish was written in a batch");
+        }
+    })
+    .await;
+}
+
+/// Finishes `runs` as one group: on SQL backends through the repository's own `finish_runs` (on
+/// PostgreSQL, one batch statement), elsewhere one after the other.
+async fn finish_together(
+    h: &Harness,
+    runs: Vec<(RunId, DataFlowId, RunOutcome)>,
+) -> Vec<Result<(), FinishRunError>> {
+    match &h.sea_runs {
+        Some(sea) => sea.finish_runs(runs).await,
+        None => {
+            let mut results = Vec::new();
+            for (run, flow, outcome) in runs {
+                results.push(h.runs.finish_run(run, flow, outcome).await);
+            }
+            results
+        }
+    }
+}
+
+/// A finish of a run that is no longer in progress, in the same batch as finishes of live runs, is
+/// refused as `NotInProgress` on its own: the others are recorded, and the stale one changes nothing.
+#[tokio::test]
+async fn a_stale_finish_in_a_batch_is_refused_alone_and_the_others_are_recorded() {
+    each_backend(async |h, k| {
+        let runs = started_runs(h, "b", 5).await;
+        let (stale_flow, stale_run) = &runs[2];
+        h.runs
+            .finish_run(stale_run.id, stale_flow.id, RunOutcome::success(t(15)))
+            .await
+            .expect("finished first");
+        let grouped_before = h
+            .sea_runs
+            .as_ref()
+            .map_or(0, SeaOrmRunRepository::grouped_finishes);
+        let results = finish_together(
+            h,
+            runs.iter()
+                .map(|(flow, run)| {
+                    (
+                        run.id,
+                        flow.id,
+                        RunOutcome::failure(t(20), "late".into(), "t".into()),
+                    )
+                })
+                .collect(),
+        )
+        .await;
+        for (i, ((flow, run), result)) in runs.iter().zip(results).enumerate() {
+            let stored = stored_run(h, run.id).await;
+            if i == 2 {
+                assert!(
+                    matches!(&result, Err(FinishRunError::NotInProgress { run_id, status })
+                        if *run_id == run.id && status == "success"),
+                    "{k}: {result:?}"
+                );
+                assert_eq!(
+                    (stored.status, stored.ended_at),
+                    (RunStatus::Success, Some(t(15))),
+                    "{k}: the stale finish changed nothing"
+                );
+                let flow = h.flows.find_by_id(flow.id).await.expect("query").expect("found");
+                assert_eq!(flow.last_run_at, Some(t(15)), "{k}");
+            } else {
+                result.unwrap_or_else(|e| panic!("{k}: run {i}: {e}"));
+                assert_eq!(
+                    (stored.status, stored.ended_at, stored.error_message.as_deref()),
+                    (RunStatus::Failed, Some(t(20)), Some("late")),
+                    "{k}: run {i}"
+                );
+            }
+        }
+        if k == "postgres" {
+            let grouped = h
+                .sea_runs
+                .as_ref()
+                .map_or(0, SeaOrmRunRepository::grouped_finishes);
+            assert_eq!(grouped - grouped_before, 5, "{k}: the five went as one batch");
+        }
+    })
+    .await;
+}
+
+/// Creates (or drops) a trigger that refuses to store the output `poison` on a run.
+async fn refuse_poison(sql: &Sql, on: bool) {
+    let statements = match (sql.kind, on) {
+        (Kind::Sqlite, true) => vec![
+            "CREATE TRIGGER refuse_poison BEFORE UPDATE ON data_flow_runs WHEN NEW.output = 'poison' \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+        ],
+        (Kind::Postgres, true) => vec![
+            "CREATE OR REPLACE FUNCTION refuse_poison() RETURNS trigger AS $$ BEGIN \
+             IF NEW.output = 'poison' THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; \
+             END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER refuse_poison BEFORE UPDATE ON data_flow_runs FOR EACH ROW \
+             EXECUTE FUNCTION refuse_poison()",
+        ],
+        (Kind::MySql, true) => vec![
+            "CREATE TRIGGER refuse_poison BEFORE UPDATE ON data_flow_runs FOR EACH ROW BEGIN \
+             IF NEW.output = 'poison' THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by the test'; \
+             END IF; END",
+        ],
+        (Kind::Postgres, false) => vec!["DROP TRIGGER refuse_poison ON data_flow_runs"],
+        (_, false) => vec!["DROP TRIGGER refuse_poison"],
+        (Kind::Memory, true) => unreachable!("SQL backends only"),
+    };
+    for statement in statements {
+        sql.connection()
+            .execute_unprepared(statement)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+}
+
+/// SQL only: a batch whose statement the database refuses (one finish's output is refused by a trigger)
+/// falls back to finishing each run alone: the refused finish fails on its own, leaving its run in
+/// progress, and the others are recorded.
+#[tokio::test]
+async fn a_batch_the_database_refuses_falls_back_and_records_the_good_finishes() {
+    each_sql_backend(async |h, sql, k| {
+        let runs = started_runs(h, "c", 6).await;
+        refuse_poison(sql, true).await;
+        let results = finish_together(
+            h,
+            runs.iter()
+                .enumerate()
+                .map(|(i, (flow, run))| {
+                    let output = if i == 3 { "poison" } else { "fine" };
+                    (
+                        run.id,
+                        flow.id,
+                        RunOutcome::success(t(20)).with_output(output.to_owned()),
+                    )
+                })
+                .collect(),
+        )
+        .await;
+        refuse_poison(sql, false).await;
+        for (i, ((flow, run), result)) in runs.iter().zip(results).enumerate() {
+            let stored = stored_run(h, run.id).await;
+            if i == 3 {
+                assert!(
+                    matches!(result, Err(FinishRunError::Repository(_))),
+                    "{k}: {result:?}"
+                );
+                assert_eq!(
+                    stored.status,
+                    RunStatus::InProgress,
+                    "{k}: nothing of it was written"
+                );
+                h.runs
+                    .finish_run(run.id, flow.id, RunOutcome::success(t(30)))
+                    .await
+                    .unwrap_or_else(|e| panic!("{k}: finished once allowed: {e}"));
+            } else {
+                result.unwrap_or_else(|e| panic!("{k}: run {i}: {e}"));
+                assert_eq!(
+                    (stored.status, stored.ended_at, stored.output.as_str()),
+                    (RunStatus::Success, Some(t(20)), "fine"),
+                    "{k}: run {i}"
+                );
+            }
+        }
     })
     .await;
 }

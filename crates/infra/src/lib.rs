@@ -8,6 +8,7 @@ mod clock;
 mod db;
 pub mod entity;
 mod flows_repo;
+mod group_commit;
 mod history;
 pub mod hot_path;
 mod mapping;

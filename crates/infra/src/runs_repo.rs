@@ -25,6 +25,7 @@ use sea_orm::{DbErr, ExecResult};
 use tracing::debug;
 
 use crate::entity::{data_flow, data_flow_run};
+use crate::group_commit::{Finish, GroupCommit};
 use crate::hot_path::{HotPath, SqliteBatches, Steps};
 use crate::mapping::{self, is_rolled_back_by_conflict, repository_error};
 use crate::text::{MAX_ERROR_BACKTRACE_BYTES, MAX_ERROR_MESSAGE_BYTES, MAX_LEASE_OWNER_BYTES, storable};
@@ -41,6 +42,8 @@ pub struct SeaOrmRunRepository {
     db: DatabaseConnection,
     writer: RunWriter,
     sql: Arc<HotPath>,
+    /// PostgreSQL: where finishes are gathered and written in batches (see [`crate::group_commit`]).
+    group: Option<Arc<GroupCommit>>,
     /// Read again once a claim is granted, when set (see [`SeaOrmRunRepository::with_clock`]).
     clock: Option<Arc<dyn Clock>>,
 }
@@ -63,10 +66,15 @@ impl SeaOrmRunRepository {
     pub fn with_writer(writer: RunWriter) -> Self {
         let db = writer.pool().clone();
         let sql = Arc::new(HotPath::new(db.get_database_backend()));
+        let group = match &sql.steps {
+            Steps::Calls { finish, .. } => Some(Arc::new(GroupCommit::new(writer.pool().clone(), finish))),
+            Steps::Batches(_) | Steps::Statements => None,
+        };
         Self {
             db,
             writer,
             sql,
+            group,
             clock: None,
         }
     }
@@ -77,6 +85,43 @@ impl SeaOrmRunRepository {
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = Some(clock);
         self
+    }
+
+    /// Finishes `runs` at once, each exactly as [`RunRepository::finish_run`] would, and returns each
+    /// one's result in order. On PostgreSQL they are written together, by as few batch statements as
+    /// [`crate::group_commit`] allows (the same path concurrent `finish_run` calls take, made
+    /// deterministic: tests use it to put chosen finishes into one batch); a finish rolled back by a
+    /// conflict is not tried again here. Elsewhere they are finished one after the other.
+    pub async fn finish_runs(
+        &self,
+        runs: Vec<(RunId, DataFlowId, RunOutcome)>,
+    ) -> Vec<Result<(), FinishRunError>> {
+        let Some(group) = &self.group else {
+            let mut results = Vec::with_capacity(runs.len());
+            for (run_id, data_flow_id, outcome) in runs {
+                results.push(self.finish_run(run_id, data_flow_id, outcome).await);
+            }
+            return results;
+        };
+        let finishes = runs
+            .iter()
+            .map(|(run_id, data_flow_id, outcome)| finish_call(*run_id, *data_flow_id, outcome))
+            .collect();
+        let answers = group.finish_all(finishes).await;
+        let mut results = Vec::with_capacity(runs.len());
+        for ((run_id, _, _), answer) in runs.into_iter().zip(answers) {
+            results.push(match answer {
+                Ok(ended) => self.ended_or_why(run_id, ended).await,
+                Err(e) => Err(e.into()),
+            });
+        }
+        results
+    }
+
+    /// How many finishes this repository (and its clones) wrote in a batch of more than one: always 0
+    /// but on PostgreSQL.
+    pub fn grouped_finishes(&self) -> u64 {
+        self.group.as_ref().map_or(0, |group| group.grouped())
     }
 
     async fn begin(&self) -> Result<DatabaseTransaction, RepositoryError> {
@@ -274,13 +319,18 @@ impl SeaOrmRunRepository {
         outcome: &RunOutcome,
     ) -> Result<(), FinishRunError> {
         let ended = match &self.sql.steps {
-            Steps::Calls { finish, .. } => self.finish_by_call(run_id, data_flow_id, outcome, finish).await?,
+            Steps::Calls { .. } => self.finish_by_call(run_id, data_flow_id, outcome).await?,
             Steps::Batches(batches) => {
                 self.finish_by_batch(run_id, data_flow_id, outcome, batches)
                     .await?
             }
             Steps::Statements => self.finish_by_statements(run_id, data_flow_id, outcome).await?,
         };
+        self.ended_or_why(run_id, ended).await
+    }
+
+    /// `Ok` when the finish of `run_id` ended it, else why not: the run was no longer in progress.
+    async fn ended_or_why(&self, run_id: RunId, ended: bool) -> Result<(), FinishRunError> {
         if ended {
             return Ok(());
         }
@@ -294,43 +344,19 @@ impl SeaOrmRunRepository {
         })
     }
 
-    /// [`Self::finish_once`] as one call of `flowrun_finish_run` (PostgreSQL); whether the run was still in
-    /// progress.
+    /// [`Self::finish_once`] through `flowrun_finish_run` (PostgreSQL), written together with the finishes
+    /// queued meanwhile ([`GroupCommit`]); whether the run was still in progress.
     async fn finish_by_call(
         &self,
         run_id: RunId,
         data_flow_id: DataFlowId,
         outcome: &RunOutcome,
-        call: &str,
     ) -> Result<bool, RepositoryError> {
-        let sql = &*self.sql;
-        let end = Ending::of(outcome);
-        let statement = sql.statement(
-            call,
-            [
-                run_id.0.into(),
-                data_flow_id.0.into(),
-                end.status.into(),
-                sql.time(outcome.ended_at),
-                end.message.into(),
-                end.backtrace.into(),
-                end.failure_kind.into(),
-                sql.time(outcome.retry.map(|retry| retry.at)),
-                end.retry_attempt.into(),
-                stored_output(&outcome.output).into(),
-                outcome.state.as_ref().map(ToString::to_string).into(),
-            ],
-        );
-        let row = self
-            .writer
-            .pool()
-            .query_one_raw(statement)
-            .await
-            .map_err(repository_error)?
-            .ok_or_else(|| {
-                repository_error(DbErr::RecordNotFound("flowrun_finish_run returned no row".into()))
-            })?;
-        row.try_get_by_index::<bool>(0).map_err(repository_error)
+        let group = self
+            .group
+            .as_ref()
+            .ok_or_else(|| RepositoryError::Database("group commit on another backend".into()))?;
+        group.finish(finish_call(run_id, data_flow_id, outcome)).await
     }
 
     /// [`Self::finish_once`] as one batch on a SQLite connection; whether the run was still in progress.
@@ -570,6 +596,24 @@ impl Ending {
                 .retry
                 .map(|retry| i32::try_from(retry.attempt).unwrap_or(i32::MAX)),
         }
+    }
+}
+
+/// A finish as `flowrun_finish_run` takes it.
+fn finish_call(run_id: RunId, data_flow_id: DataFlowId, outcome: &RunOutcome) -> Finish {
+    let end = Ending::of(outcome);
+    Finish {
+        run_id: run_id.0,
+        flow_id: data_flow_id.0,
+        status: end.status,
+        ended_at: outcome.ended_at,
+        message: end.message,
+        backtrace: end.backtrace,
+        failure_kind: end.failure_kind,
+        retry_at: outcome.retry.map(|retry| retry.at),
+        retry_attempt: end.retry_attempt,
+        output: stored_output(&outcome.output),
+        state: outcome.state.as_ref().map(ToString::to_string),
     }
 }
 
