@@ -92,7 +92,8 @@ pub struct CopyReport {
     pub rows_per_sec: f64,
     /// The bench process's peak resident set size after the copy, in MiB.
     pub peak_rss_mb: Option<f64>,
-    /// The `INSERT … SELECT` floor's rows/s (PostgreSQL to PostgreSQL only).
+    /// The `INSERT … SELECT` floor's rows/s (PostgreSQL to PostgreSQL only; with `--again`, an upsert over the
+    /// rows it inserted first).
     pub insert_select_rows_per_sec: Option<f64>,
     /// Which extension gave that floor: `postgres_fdw` or `dblink`.
     pub insert_select_via: Option<&'static str>,
@@ -171,7 +172,7 @@ pub async fn run(options: &CopyOptions) -> anyhow::Result<CopyReport> {
 
     let insert_select = match (&mut sink, options.no_insert_select) {
         (Db::Postgres(pg), false) if source.kind() == "postgres" => {
-            Some(insert_select_floor(pg, &options.source, options.rows).await?)
+            Some(insert_select_floor(pg, &options.source, options.rows, options.again).await?)
         }
         _ => None,
     };
@@ -206,11 +207,13 @@ fn round(value: f64, digits: i32) -> f64 {
 }
 
 /// `INSERT INTO floor SELECT * FROM <the source table, in the other database>`, through `postgres_fdw` and
-/// through `dblink` where each is installable; the faster one's rows/s.
+/// through `dblink` where each is installable; the faster one's rows/s. `again`: the same as an upsert
+/// (`… ON CONFLICT (id) DO UPDATE`) into the floor table after it was filled, as `--again` measures SqlCopy.
 async fn insert_select_floor(
     sink: &mut PgConnection,
     source_url: &str,
     rows: u64,
+    again: bool,
 ) -> anyhow::Result<(f64, &'static str)> {
     let url = url::Url::parse(source_url).context("the source URL")?;
     let host = url.host_str().unwrap_or("127.0.0.1");
@@ -256,6 +259,7 @@ async fn insert_select_floor(
             columns,
             "SELECT id, name, amount, at, doc FROM flowrun_bench_remote",
             rows,
+            again,
         )
         .await?;
         best = Some((rate, "postgres_fdw"));
@@ -278,7 +282,7 @@ async fn insert_select_floor(
             "SELECT * FROM dblink('{}', 'SELECT id, name, amount, at, doc FROM {SOURCE_TABLE}') AS t({columns})",
             quote(&conninfo)
         );
-        let rate = timed_insert(sink, columns, &select, rows).await?;
+        let rate = timed_insert(sink, columns, &select, rows, again).await?;
         if best.is_none_or(|(b, _)| rate > b) {
             best = Some((rate, "dblink"));
         }
@@ -287,12 +291,14 @@ async fn insert_select_floor(
     best.context("neither postgres_fdw nor dblink can be installed in the sink database")
 }
 
-/// Creates the floor table afresh and times `INSERT INTO it <select>`; rows/s.
+/// Creates the floor table afresh and times `INSERT INTO it <select>`; rows/s. `again`: fills it first,
+/// untimed, and times the same rows upserted over it.
 async fn timed_insert(
     sink: &mut PgConnection,
     columns: &str,
     select: &str,
     rows: u64,
+    again: bool,
 ) -> anyhow::Result<f64> {
     exec_all(
         sink,
@@ -302,9 +308,21 @@ async fn timed_insert(
         ],
     )
     .await?;
+    let insert = format!("INSERT INTO {FLOOR_TABLE} {select}");
+    let statement = if again {
+        sink.execute(AssertSqlSafe(insert.clone()))
+            .await
+            .context("filling the INSERT … SELECT floor")?;
+        format!(
+            "{insert} ON CONFLICT (id) DO UPDATE SET name = excluded.name, amount = excluded.amount, \
+             at = excluded.at, doc = excluded.doc"
+        )
+    } else {
+        insert
+    };
     let started = Instant::now();
     let done = sink
-        .execute(AssertSqlSafe(format!("INSERT INTO {FLOOR_TABLE} {select}")))
+        .execute(AssertSqlSafe(statement))
         .await
         .context("the INSERT … SELECT floor")?;
     let seconds = started.elapsed().as_secs_f64();

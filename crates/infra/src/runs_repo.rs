@@ -36,6 +36,11 @@ use crate::writer::{RunWriter, WriteTransaction};
 /// applications to retry; the transaction was undone whole, so a retry cannot write twice.
 const ATTEMPTS: u32 = 3;
 
+/// How often a batch of starts is tried when rolled back to break a deadlock, and the wait before the
+/// n-th retry (n times this). A batch that still fails is started flow by flow by the scheduler.
+const BATCH_ATTEMPTS: u32 = 5;
+const BATCH_RETRY_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// Stores runs in `data_flow_runs` and the flows' claims in `data_flows.active_run_id`.
 #[derive(Clone)]
 pub struct SeaOrmRunRepository {
@@ -803,8 +808,11 @@ impl RunRepository for SeaOrmRunRepository {
         let mut attempt = 1;
         loop {
             match crate::claim::start_due_runs(&self.writer, self.clock.as_ref(), &batch).await {
-                Err(e) if attempt < ATTEMPTS && is_rolled_back_by_conflict(&e) => {
+                Err(e) if attempt < BATCH_ATTEMPTS && is_rolled_back_by_conflict(&e) => {
                     debug!(attempt, error = %e, "start of a batch rolled back by a conflict; trying again");
+                    // A batch holds many row locks; retried at once, the victim tends to meet the same
+                    // batches again. A short wait lets the winner commit first.
+                    tokio::time::sleep(BATCH_RETRY_WAIT * attempt).await;
                     attempt += 1;
                 }
                 other => return other,
