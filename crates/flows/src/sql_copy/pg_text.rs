@@ -141,13 +141,12 @@ impl Batcher {
 
 /// The last non-NULL value of column `index` in rows of COPY text, unescaped.
 fn last_value(data: &[u8], index: usize) -> Option<String> {
-    data.split(|&b| b == b'\n')
-        .rev()
-        .filter(|line| !line.is_empty())
-        .find_map(|line| {
-            let field = line.split(|&b| b == b'\t').nth(index)?;
-            (field != b"\\N").then(|| unescape(field))
-        })
+    // Every row ends in a newline; an empty line is a row of one empty text.
+    let rows = data.strip_suffix(b"\n")?;
+    rows.split(|&b| b == b'\n').rev().find_map(|line| {
+        let field = line.split(|&b| b == b'\t').nth(index)?;
+        (field != b"\\N").then(|| unescape(field))
+    })
 }
 
 /// A field of COPY text as the value it stands for (PostgreSQL's output escapes only these).
@@ -214,6 +213,12 @@ mod tests {
             Some("a\tb\\c\nd")
         );
         assert_eq!(last_value(b"1\t\\N\n", 1), None);
+        assert_eq!(
+            last_value(b"a\n\n", 0).as_deref(),
+            Some(""),
+            "an empty text is a value"
+        );
+        assert_eq!(last_value(b"", 0), None);
         assert_eq!(last_value(b"1\n", 3), None);
     }
 }
