@@ -154,7 +154,7 @@ impl SqlCopy {
         let started = Instant::now();
         let summary = match &mut source {
             Conn::Postgres(pg) if text => {
-                Self::copy_text(pg, &mut sink, reading, &columns, s.batch_size, context).await?
+                Self::pass_pg_text(pg, &mut sink, reading, &columns, s.batch_size, context).await?
             }
             _ => Self::copy_cells(&mut source, &mut sink, reading, &columns, s.batch_size, context).await?,
         };
@@ -246,7 +246,7 @@ impl SqlCopy {
 
     /// Copies PostgreSQL to PostgreSQL as COPY text, never decoded (see [`pg_text`]); batches overlap
     /// as in [`Self::copy_cells`].
-    async fn copy_text(
+    async fn pass_pg_text(
         source: &mut sqlx::PgConnection,
         sink: &mut Sink,
         reading: Reading,

@@ -43,7 +43,7 @@ pub(crate) struct Sink {
     /// Whether [`PG_ORDERED_TABLE`] exists in the sink session.
     ordered_table: bool,
     /// PostgreSQL upserts: `COPY` straight into the target, while it may still be used (see
-    /// [`Sink::pg_load`]).
+    /// [`Sink::write_text`]).
     direct: Option<String>,
 }
 
@@ -160,7 +160,7 @@ impl Sink {
     /// Writes rows in one transaction: all of them or, on an error or when the future is dropped, none.
     pub(crate) async fn write(&mut self, rows: &[Vec<Cell>]) -> Result<u64, SqlCopyError> {
         let what = format!("cannot write into `{}`", self.target);
-        if let Conn::Postgres(_) = &self.conn {
+        if self.conn.backend() == Backend::Postgres {
             let rows = without_repeated_keys(&self.key, self.mode, rows);
             let mut data = Vec::with_capacity(rows.len() * 64);
             let mut cells = Vec::with_capacity(self.columns.len());
@@ -170,7 +170,7 @@ impl Sink {
                 copy_text::push_row(&mut data, &cells);
             }
             let rows = rows.len() as u64;
-            self.pg_load(&data).await?;
+            self.write_text(&data).await?;
             return Ok(rows);
         }
         let per_statement = (self.conn.backend().max_parameters() / self.columns.len().max(1)).max(1);
@@ -213,13 +213,9 @@ impl Sink {
         Ok(written)
     }
 
-    /// Writes rows of PostgreSQL COPY text (from a PostgreSQL source, see
-    /// [`pg_text`](super::pg_text)) into a PostgreSQL sink in one transaction, like [`Self::write`].
-    pub(crate) async fn write_text(&mut self, data: &[u8]) -> Result<u64, SqlCopyError> {
-        self.pg_load(data).await
-    }
-
-    /// Loads a batch of COPY text into a PostgreSQL sink in one transaction; the rows written.
+    /// Loads a batch of COPY text into a PostgreSQL sink in one transaction, like [`Self::write`]; the
+    /// rows written. The text comes from decoded rows ([`Self::write`]) or straight from a PostgreSQL
+    /// source (`pg_text.rs`).
     ///
     /// An upsert copies the batch into a temporary table and merges it into the target. Two shortcuts
     /// keep that exact:
@@ -229,7 +225,7 @@ impl Sink {
     ///   row, which is what the plain copy did.
     /// - Rows not decoded by the flow are not sifted for repeated keys beforehand; a batch that repeats
     ///   one fails the merge, and is loaded again with each row's place so that the last one wins.
-    async fn pg_load(&mut self, data: &[u8]) -> Result<u64, SqlCopyError> {
+    pub(crate) async fn write_text(&mut self, data: &[u8]) -> Result<u64, SqlCopyError> {
         let what = format!("cannot write into `{}`", self.target);
         let Conn::Postgres(c) = &mut self.conn else {
             return Err(SqlCopyError::Settings(format!(
